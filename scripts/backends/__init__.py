@@ -1,0 +1,94 @@
+"""The two ways the stack runs, behind one interface: Docker Compose and native processes.
+
+Tasks never branch on the backend; they call `get_backend(settings)` and use the protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from scripts.errors import StackError
+
+if TYPE_CHECKING:
+    from scripts.settings import Settings
+
+SERVICES = ("postgres", "redis", "adminer")
+CORE = ("postgres", "redis")
+TOOLS = ("adminer",)
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    service: str
+    running: bool
+    state: str  # "running", "stopped", "exited (1)", "not created", ...
+    detail: str = ""  # pid or container name
+    data_bytes: int | None = None
+
+
+class Backend(Protocol):
+    name: str
+
+    def where(self) -> str:
+        """Where this backend keeps the stack, for the line every task prints."""
+
+    def start(self, services: Sequence[str]) -> list[str]:
+        """Start the services not running yet; return those it started."""
+
+    def stop(self, services: Sequence[str] = SERVICES) -> list[str]:
+        """Stop services (every profile by default); return those it stopped."""
+
+    def clean(self) -> list[str]:
+        """Stop everything and remove leftovers that hold no data; return what went."""
+
+    def destroy(self) -> list[str]:
+        """Stop everything and delete the data; return what was deleted."""
+
+    def states(self) -> dict[str, ServiceState]:
+        """State of every service, running or not."""
+
+    def exit_reason(self, service: str) -> str | None:
+        """Why a starting service can never become ready (it exited), else None."""
+
+    def logs(self, services: Sequence[str], follow: bool, tail: int) -> None:
+        """Print (and follow) the services' logs, each line prefixed with its service."""
+
+    def psql(self, sql: str | None, extra: Sequence[str] = ()) -> int:
+        """Run psql on the stack's database: interactive, or one command."""
+
+    def redis_cli(self, args: Sequence[str]) -> int:
+        """Run redis-cli on the stack's Redis, authenticated."""
+
+
+def resolve_backend_name(settings: Settings) -> str:
+    """auto -> compose when a Docker engine with Compose v2 answers, else native."""
+    if settings.backend != "auto":
+        return settings.backend
+    from scripts.backends.compose import compose_version, engine_answers
+
+    return "compose" if engine_answers() and compose_version() else "native"
+
+
+def get_backend(settings: Settings, name: str | None = None) -> Backend:
+    chosen = name or resolve_backend_name(settings)
+    if chosen == "native":
+        from scripts.backends.native import NativeBackend
+
+        return NativeBackend(settings)
+    if chosen == "compose":
+        from scripts.backends.compose import ComposeBackend
+
+        return ComposeBackend(settings)
+    raise StackError(f"STACK_BACKEND={chosen!r} is not a backend: use auto, compose or native.")
+
+
+def check_services(names: Sequence[str]) -> list[str]:
+    """Validate service names given on the command line."""
+    unknown = [n for n in names if n not in SERVICES]
+    if unknown:
+        raise StackError(
+            f"No service named {', '.join(unknown)}: choose from {', '.join(SERVICES)}."
+        )
+    return list(names) or list(SERVICES)

@@ -1,0 +1,72 @@
+"""Terminal output: status marks, tables and questions, colour only on a terminal.
+
+rich is imported only by the functions that draw tables, so quick tasks start fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+MARKS = {"ok": ("✔", "32"), "fail": ("✘", "31"), "warn": ("!", "33"), "info": ("·", "36")}
+
+
+def _colour() -> bool:
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+
+
+def paint(text: str, code: str) -> str:
+    return f"\033[{code}m{text}\033[0m" if _colour() else text
+
+
+def mark(kind: str) -> str:
+    symbol, code = MARKS[kind]
+    return paint(symbol, code)
+
+
+def say(kind: str, message: str) -> None:
+    print(f"{mark(kind)} {message}", flush=True)
+
+
+def display_path(path: Path) -> str:
+    """A path relative to the current directory when it is below it."""
+    with contextlib.suppress(ValueError):
+        return str(path.relative_to(Path.cwd()))
+    return str(path)
+
+
+def human_size(size: int | None) -> str:
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    grid = Table(title=title, title_justify="left", header_style="bold")
+    for column in columns:
+        grid.add_column(column)
+    for row in rows:
+        grid.add_row(*row)
+    Console(no_color=not _colour(), soft_wrap=True).print(grid)
+
+
+def confirm(question: str) -> bool | None:
+    """Ask a yes/no question; None when nobody can answer (stdin is not a terminal)."""
+    if not sys.stdin.isatty():
+        return None
+    try:
+        answer = input(f"{question} [y/N] ").strip().lower()
+    except EOFError:
+        return None
+    return answer in ("y", "yes")

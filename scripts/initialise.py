@@ -1,0 +1,113 @@
+"""First-run set-up: the env file, the backend choice written into it, and prerequisites.
+
+`inv init` and `inv setup` live here; starting the services is scripts.stack's job.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+
+from scripts import prerequisites
+from scripts.backends import Backend, get_backend
+from scripts.console import confirm, display_path, say
+from scripts.errors import StackError
+from scripts.settings import Settings, create_env_file, env_file_path, load, set_env_value
+
+
+def run(yes: bool) -> tuple[Settings, Backend]:
+    """Create the env file when missing, pin the backend, install what it needs."""
+    path = env_file_path()
+    if not path.exists():
+        configured = os.environ.get("STACK_BACKEND", "auto").strip().lower() or "auto"
+        backend_name = _resolve(configured)
+        create_env_file(path, backend=backend_name)
+        say("ok", f"Created {display_path(path)} with generated passwords (mode 0600).")
+    settings = load()
+    backend_name = _resolve(settings.backend)
+    if settings.backend == "auto" and "STACK_BACKEND" not in os.environ:
+        set_env_value(path, "STACK_BACKEND", backend_name)
+        say("ok", f"Pinned STACK_BACKEND={backend_name} in {display_path(path)}.")
+        settings = load()
+    backend = get_backend(settings, backend_name)
+    say("info", f"{backend.name} backend · {backend.where()}")
+    ensure_prerequisites(backend.name, yes=yes, with_tools=True, tools_required=False)
+    return settings, backend
+
+
+def _resolve(configured: str) -> str:
+    if configured != "auto":
+        return configured
+    from scripts.backends.compose import compose_version, engine_answers
+
+    chosen = "compose" if engine_answers() and compose_version() else "native"
+    reason = "a Docker engine answers" if chosen == "compose" else "no Docker engine answers"
+    say("info", f"STACK_BACKEND=auto chose {chosen}: {reason}.")
+    return chosen
+
+
+def ensure_prerequisites(
+    backend: str, *, yes: bool, with_tools: bool, tools_required: bool = True
+) -> None:
+    """Check the backend's prerequisites; install missing ones after asking (or with --yes).
+
+    With tools_required=False (inv init), what only the tools profile needs is installed
+    when someone can say yes, and otherwise left for `inv setup` with a warning.
+    """
+    if backend == "compose":
+        checks = prerequisites.compose_checks()
+    else:
+        checks = prerequisites.native_checks(with_tools)
+    missing = [c for c in checks if not c.ok]
+    if not missing:
+        say("ok", "Prerequisites present: " + ", ".join(c.name.split(" (")[0] for c in checks))
+        return
+    only_tools = all(c.needed_for == "adminer" for c in missing)
+    if only_tools and not tools_required and not yes and not sys.stdin.isatty():
+        names = ", ".join(c.name for c in missing)
+        say("warn", f"`inv up` (Adminer) will need {names}: run `inv setup` to install it.")
+        return
+    if backend == "compose":
+        what = "; ".join(f"{c.name}: {c.problem or 'not found'}" for c in missing)
+        raise StackError(
+            f"The compose backend needs Docker: {what}. Install Docker Engine and Compose v2 "
+            "(https://docs.docker.com/engine/install/), or set STACK_BACKEND=native in "
+            "the env file."
+        )
+    _install(missing, yes=yes, with_tools=with_tools)
+
+
+def _install(missing: list[prerequisites.Check], *, yes: bool, with_tools: bool) -> None:
+    packaged = [c for c in missing if "apt" in c.packages or "brew" in c.packages]
+    commands = prerequisites.install_commands(packaged)
+    if packaged and not commands:
+        raise StackError(prerequisites.manual_instructions(packaged))
+    names = ", ".join(c.name for c in missing)
+    shown = " && ".join(shlex.join(cmd) for cmd in commands) or "apt-get download adminer"
+    if not yes:
+        answer = confirm(f"Install {names} with `{shown}`?")
+        if answer is None:
+            raise StackError(
+                f"Missing {names}: run `inv setup --yes` to install with `{shown}`, "
+                "or run that yourself."
+            )
+        if not answer:
+            raise StackError(f"Nothing was installed. To install by hand: {shown}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in commands:
+        say("info", f"Running: {shlex.join(command)}")
+        result = subprocess.run(command, env=env, check=False)
+        if result.returncode != 0:
+            raise StackError(
+                f"`{shlex.join(command)}` failed with exit code {result.returncode}: "
+                "see its output above, fix that, and run `inv setup` again."
+            )
+    if any("adminer.php" in c.packages for c in missing):
+        page = prerequisites.fetch_adminer()
+        say("ok", f"Fetched adminer.php from Debian's adminer package into {page}.")
+    still = [c for c in prerequisites.native_checks(with_tools) if not c.ok]
+    if still:
+        raise StackError(prerequisites.manual_instructions(still))
+    say("ok", f"Installed {names}.")

@@ -1,0 +1,102 @@
+"""Who holds a TCP port: free, or which process listens on it (from /proc on Linux).
+
+Used before starting anything, so a port taken by another program is reported with its
+number and owner instead of a half-started stack.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Listener:
+    pid: int | None
+    name: str  # process name, or "" when /proc does not tell (another user's process)
+
+    def describe(self) -> str:
+        if self.pid is None:
+            return "another program"
+        return f"{self.name or 'a process'} (pid {self.pid})"
+
+
+def is_free(host: str, port: int) -> bool:
+    """True when a listener could bind host:port now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
+
+
+def listeners(port: int) -> list[Listener]:
+    """Processes with a listening TCP socket on `port` (any address)."""
+    inodes = _listening_inodes(port)
+    if not inodes:
+        return []
+    found: list[Listener] = []
+    proc = Path("/proc")
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            for fd in (entry / "fd").iterdir():
+                target = str(fd.readlink())
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    name = (entry / "comm").read_text().strip()
+                    found.append(Listener(int(entry.name), name))
+                    break
+        except OSError:
+            continue  # gone, or another user's process
+    return found or [Listener(None, "")]
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A = LISTEN
+                inodes.add(inode)
+    return inodes
+
+
+def listening_addresses(pid: int) -> list[tuple[str, int]]:
+    """The (address, port) pairs a process listens on, read from /proc."""
+    try:
+        links = [str(fd.readlink()) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+    except OSError:
+        return []
+    sockets = {link[8:-1] for link in links if link.startswith("socket:[")}
+    found: list[tuple[str, int]] = []
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in sockets:
+                address, port = fields[1].rsplit(":", 1)
+                found.append((_decode_address(address, family), int(port, 16)))
+    return found
+
+
+def _decode_address(hex_address: str, family: int) -> str:
+    raw = bytes.fromhex(hex_address)
+    # /proc prints each 32-bit word in host (little-endian) order.
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return socket.inet_ntop(family, words)

@@ -1,0 +1,355 @@
+"""Readiness probes that speak each service's own protocol over TCP, with the stdlib only.
+
+A probe is a real login and query (PostgreSQL: SCRAM-SHA-256 then SELECT 1; Redis: AUTH then
+PING; Adminer: an HTTP GET). psycopg and redis-py take ~0.4 s each to import, which is more
+than a warm start of the whole stack, so health checks and readiness waits use these instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import socket
+import struct
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    ok: bool
+    detail: str  # one line: what answered, or why not
+    fatal: bool = False  # waiting longer will not help (wrong password, ...)
+
+
+class ProtocolError(Exception):
+    pass
+
+
+class _Conn:
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def recv_exact(self, size: int) -> bytes:
+        chunks = bytearray()
+        while len(chunks) < size:
+            chunk = self.sock.recv(size - len(chunks))
+            if not chunk:
+                raise ProtocolError("connection closed by the server")
+            chunks += chunk
+        return bytes(chunks)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# --- PostgreSQL -----------------------------------------------------------------------------
+
+
+def _pg_message(kind: bytes, payload: bytes) -> bytes:
+    return kind + struct.pack("!I", len(payload) + 4) + payload
+
+
+def _pg_read(conn: _Conn) -> tuple[bytes, bytes]:
+    header = conn.recv_exact(5)
+    kind, length = header[:1], struct.unpack("!I", header[1:])[0]
+    return kind, conn.recv_exact(length - 4)
+
+
+def _pg_error_text(payload: bytes) -> tuple[str, str]:
+    fields = {}
+    for item in payload.split(b"\0"):
+        if item:
+            fields[item[:1]] = item[1:].decode("utf-8", "replace")
+    return fields.get(b"C", ""), fields.get(b"M", "error")
+
+
+class _Scram:
+    """Client side of SCRAM-SHA-256 (RFC 5802 / 7677) as PostgreSQL uses it."""
+
+    def __init__(self, password: str) -> None:
+        self.password = password.encode()
+        self.nonce = base64.b64encode(secrets.token_bytes(18)).decode()
+        self.first_bare = f"n=,r={self.nonce}"
+        self.server_signature = b""
+
+    def first_message(self) -> bytes:
+        return f"n,,{self.first_bare}".encode()
+
+    def final_message(self, server_first: str) -> bytes:
+        attrs = dict(item.split("=", 1) for item in server_first.split(","))
+        if not attrs["r"].startswith(self.nonce):
+            raise ProtocolError("server nonce does not extend the client nonce")
+        salted = hashlib.pbkdf2_hmac(
+            "sha256", self.password, base64.b64decode(attrs["s"]), int(attrs["i"])
+        )
+        client_key = hmac.digest(salted, b"Client Key", "sha256")
+        without_proof = f"c=biws,r={attrs['r']}"
+        auth_message = f"{self.first_bare},{server_first},{without_proof}".encode()
+        signature = hmac.digest(hashlib.sha256(client_key).digest(), auth_message, "sha256")
+        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+        server_key = hmac.digest(salted, b"Server Key", "sha256")
+        self.server_signature = hmac.digest(server_key, auth_message, "sha256")
+        return f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
+
+    def verify(self, server_final: str) -> None:
+        attrs = dict(item.split("=", 1) for item in server_final.split(","))
+        if not hmac.compare_digest(base64.b64decode(attrs.get("v", "")), self.server_signature):
+            raise ProtocolError("server signature does not match: not the server we expected")
+
+
+@dataclass(frozen=True)
+class PgLogin:
+    host: str
+    port: int
+    user: str
+    password: str = field(repr=False)
+    dbname: str
+
+
+def pg_query(
+    login: PgLogin, sql: str, timeout: float = 2.0
+) -> tuple[list[tuple[str | None, ...]], dict[str, str]]:
+    """Log in and run one simple query; return its rows (as text) and the server parameters.
+
+    Raises OSError when nothing answers, PgError when the server says no.
+    """
+    conn = _Conn(login.host, login.port, timeout)
+    try:
+        params = _pg_login(conn, login)
+        conn.send(_pg_message(b"Q", sql.encode() + b"\0"))
+        rows: list[tuple[str | None, ...]] = []
+        error: PgError | None = None
+        while True:
+            kind, payload = _pg_read(conn)
+            if kind == b"D":
+                rows.append(_pg_row(payload))
+            elif kind == b"E":
+                error = PgError(*_pg_error_text(payload))
+            elif kind == b"Z":
+                break
+        conn.send(_pg_message(b"X", b""))
+        if error is not None:
+            raise error
+        return rows, params
+    finally:
+        conn.close()
+
+
+def _pg_login(conn: _Conn, login: PgLogin) -> dict[str, str]:
+    """Startup and authentication, up to ReadyForQuery; returns the server parameters."""
+    options = (("user", login.user), ("database", login.dbname), ("application_name", "probe"))
+    startup = struct.pack("!I", 196608) + b"".join(
+        k.encode() + b"\0" + v.encode() + b"\0" for k, v in options
+    )
+    conn.send(struct.pack("!I", len(startup) + 5) + startup + b"\0")
+    scram = _Scram(login.password)
+    params: dict[str, str] = {}
+    while True:
+        kind, payload = _pg_read(conn)
+        if kind == b"E":
+            raise PgError(*_pg_error_text(payload))
+        if kind == b"R":
+            reply = _pg_auth_reply(scram, login, struct.unpack("!I", payload[:4])[0], payload[4:])
+            if reply is not None:
+                conn.send(_pg_message(b"p", reply))
+        elif kind == b"S":
+            name, value, _ = payload.split(b"\0", 2)
+            params[name.decode()] = value.decode()
+        elif kind == b"Z":
+            return params
+
+
+def _pg_auth_reply(scram: _Scram, login: PgLogin, code: int, body: bytes) -> bytes | None:
+    """The answer to one authentication request (None: nothing to send)."""
+    if code == 0:  # AuthenticationOk
+        return None
+    if code == 10:  # SASL: the server lists mechanisms
+        if b"SCRAM-SHA-256\0" not in body:
+            raise ProtocolError("server offers no SCRAM-SHA-256")
+        first = scram.first_message()
+        return b"SCRAM-SHA-256\0" + struct.pack("!I", len(first)) + first
+    if code == 11:  # SASLContinue
+        return scram.final_message(body.decode())
+    if code == 12:  # SASLFinal
+        scram.verify(body.decode())
+        return None
+    if code == 5:  # md5
+        inner = hashlib.md5(login.password.encode() + login.user.encode()).hexdigest()  # noqa: S324
+        return b"md5" + hashlib.md5(inner.encode() + body[:4]).hexdigest().encode() + b"\0"  # noqa: S324
+    if code == 3:  # cleartext
+        return login.password.encode() + b"\0"
+    raise ProtocolError(f"unsupported authentication request {code}")
+
+
+def _pg_row(payload: bytes) -> tuple[str | None, ...]:
+    count = struct.unpack("!H", payload[:2])[0]
+    offset, values = 2, list[str | None]()
+    for _ in range(count):
+        size = struct.unpack("!i", payload[offset : offset + 4])[0]
+        offset += 4
+        if size < 0:
+            values.append(None)
+        else:
+            values.append(payload[offset : offset + size].decode())
+            offset += size
+    return tuple(values)
+
+
+class PgError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# SQLSTATEs that mean "still starting up, try again".
+_PG_TRANSIENT = {"57P03", "53300"}  # cannot_connect_now, too_many_connections
+
+
+def probe_postgres(login: PgLogin, timeout: float = 2.0) -> ProbeResult:
+    try:
+        rows, params = pg_query(login, "SELECT 1", timeout)
+    except PgError as exc:
+        fatal = exc.code not in _PG_TRANSIENT
+        return ProbeResult(False, f"{exc.message} (SQLSTATE {exc.code})", fatal=fatal)
+    except (OSError, ProtocolError) as exc:
+        return ProbeResult(False, _os_reason(exc, login.host, login.port))
+    if rows != [("1",)]:
+        return ProbeResult(False, f"SELECT 1 returned {rows!r}")
+    return ProbeResult(True, f"PostgreSQL {params.get('server_version', '?')}, SELECT 1 ok")
+
+
+# --- Redis ----------------------------------------------------------------------------------
+
+
+def _resp_command(*args: str) -> bytes:
+    out = [f"*{len(args)}\r\n".encode()]
+    for arg in args:
+        data = arg.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+def _resp_read(conn: _Conn) -> str | bytes:
+    line = bytearray()
+    while not line.endswith(b"\r\n"):
+        line += conn.recv_exact(1)
+    kind, rest = line[:1], bytes(line[1:-2])
+    if kind == b"+":
+        return rest.decode()
+    if kind == b"-":
+        raise RedisError(rest.decode())
+    if kind == b":":
+        return rest.decode()
+    if kind == b"$":
+        size = int(rest)
+        if size < 0:
+            return b""
+        return conn.recv_exact(size + 2)[:-2]
+    raise ProtocolError(f"unexpected Redis reply {line!r}")
+
+
+class RedisError(Exception):
+    pass
+
+
+def redis_command(
+    address: tuple[str, int], password: str | None, *args: str, timeout: float = 2.0
+) -> str | bytes:
+    """AUTH (when a password is given), then one command; return its reply."""
+    conn = _Conn(*address, timeout)
+    try:
+        if password is not None:
+            conn.send(_resp_command("AUTH", password))
+            _resp_read(conn)
+        conn.send(_resp_command(*args))
+        return _resp_read(conn)
+    finally:
+        conn.close()
+
+
+def probe_redis(host: str, port: int, password: str, timeout: float = 2.0) -> ProbeResult:
+    try:
+        reply = redis_command((host, port), password, "PING", timeout=timeout)
+    except RedisError as exc:
+        text = str(exc)
+        transient = text.startswith(("LOADING", "BUSY", "MASTERDOWN"))
+        return ProbeResult(False, text, fatal=not transient)
+    except (OSError, ProtocolError) as exc:
+        return ProbeResult(False, _os_reason(exc, host, port))
+    if reply != "PONG":
+        return ProbeResult(False, f"PING answered {reply!r}")
+    return ProbeResult(True, "PING with AUTH answered PONG")
+
+
+# --- HTTP -----------------------------------------------------------------------------------
+
+
+def probe_http(host: str, port: int, path: str = "/", timeout: float = 2.0) -> ProbeResult:
+    import http.client
+
+    try:
+        connection = http.client.HTTPConnection(host, port, timeout=timeout)
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            body = response.read(65536)
+        finally:
+            connection.close()
+    except (OSError, http.client.HTTPException) as exc:
+        return ProbeResult(False, _os_reason(exc, host, port))
+    if response.status != 200:
+        return ProbeResult(False, f"HTTP {response.status} {response.reason}")
+    if b"Adminer" not in body:
+        return ProbeResult(False, "HTTP 200, but the page is not Adminer's login page")
+    return ProbeResult(True, "HTTP 200, Adminer login page")
+
+
+def _os_reason(exc: BaseException, host: str, port: int) -> str:
+    where = f"{host}:{port}"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"nothing listens on {where}"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return f"{where} did not answer in time"
+    return f"{where}: {exc}"
+
+
+# --- Waiting --------------------------------------------------------------------------------
+
+
+def wait_until_ready(
+    probes: Sequence[tuple[str, Callable[[], ProbeResult]]],
+    timeout: float,
+    interval: float = 0.05,
+    still_running: Callable[[str], str | None] | None = None,
+) -> dict[str, ProbeResult]:
+    """Poll every probe until each answers, one fails for good, or `timeout` passes.
+
+    `still_running(name)` may return a reason the service can never become ready (its
+    process exited), which ends the wait for it at once.
+    """
+    deadline = time.monotonic() + timeout
+    results: dict[str, ProbeResult] = {}
+    pending = dict(probes)
+    while pending:
+        for name, probe in list(pending.items()):
+            result = probe()
+            if not result.ok and not result.fatal and still_running is not None:
+                reason = still_running(name)
+                if reason:
+                    result = ProbeResult(False, reason, fatal=True)
+            results[name] = result
+            if result.ok or result.fatal:
+                del pending[name]
+        if pending:
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(interval)
+    return results

@@ -1,0 +1,197 @@
+"""Local server processes: start detached with a log file, find by pid file, stop with a deadline.
+
+The native backend's only contact with process management; it never shells out to `kill`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """The unprivileged account a server runs as when this process is root."""
+
+    name: str
+    uid: int
+    gid: int
+
+    @classmethod
+    def for_server(cls, preferred: str = "postgres") -> RunAs | None:
+        """None when not root: servers then run as the current user."""
+        if os.geteuid() != 0:
+            return None
+        for name in (preferred, "nobody"):
+            try:
+                entry = pwd.getpwnam(name)
+            except KeyError:
+                continue
+            return cls(name, entry.pw_uid, entry.pw_gid)
+        raise RuntimeError("no unprivileged account (postgres or nobody) to run servers as")
+
+    def chown(self, path: Path) -> None:
+        os.chown(path, self.uid, self.gid)
+
+    def can_enter(self, path: Path) -> bool:
+        """Whether this account may traverse every directory down to `path` (mode bits only)."""
+        groups = set(os.getgrouplist(self.name, self.gid))
+        for directory in [path, *path.parents]:
+            try:
+                st = directory.stat()
+            except FileNotFoundError:
+                continue  # created later, by us, with a mode it can use
+            if st.st_uid == self.uid:
+                bit = 0o100
+            elif st.st_gid in groups:
+                bit = 0o010
+            else:
+                bit = 0o001
+            if not st.st_mode & bit:
+                return False
+        return True
+
+
+def spawn(
+    argv: Sequence[str],
+    log: Path,
+    *,
+    run_as: RunAs | None = None,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a long-running server detached from this terminal, output appended to `log`."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C in this terminal must not reach the servers
+            cwd="/",
+            env=dict(env) if env is not None else None,
+            user=None if run_as is None else run_as.uid,
+            group=None if run_as is None else run_as.gid,
+            extra_groups=None if run_as is None else [],
+        )
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    run_as: RunAs | None = None,
+    env: Mapping[str, str] | None = None,
+    input_text: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a short command to completion, capturing its output."""
+    return subprocess.run(
+        list(argv),
+        input=input_text,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd="/",
+        env=dict(env) if env is not None else None,
+        user=None if run_as is None else run_as.uid,
+        group=None if run_as is None else run_as.gid,
+        extra_groups=None if run_as is None else [],
+    )
+
+
+def alive(pid: int) -> bool:
+    """True when `pid` runs and is not a zombie waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def command_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def working_in(directory: Path) -> list[int]:
+    """Live processes whose working directory is `directory` (a PostgreSQL server's are)."""
+    target = str(directory.resolve())
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str((entry / "cwd").readlink()) == target and alive(int(entry.name)):
+                    found.append(int(entry.name))
+            except OSError:
+                continue  # gone, a zombie, or not ours to see
+    return found
+
+
+def read_pid(path: Path) -> int | None:
+    """The pid on the first line of a pid file, or None when absent or unreadable."""
+    try:
+        first = path.read_text().split("\n", 1)[0].strip()
+    except OSError:
+        return None
+    return int(first) if first.isdigit() else None
+
+
+def stop(pid: int, sig: signal.Signals, timeout: float, force: signal.Signals) -> bool:
+    """Send `sig`, wait up to `timeout` for the process to end, then send `force`.
+
+    Returns True when it ended after the first signal.
+    """
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return True
+    if wait_gone(pid, timeout):
+        return True
+    try:
+        os.kill(pid, force)
+    except ProcessLookupError:
+        return True
+    wait_gone(pid, 5.0)
+    return False
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while alive(pid):
+        _reap(pid)
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    _reap(pid)
+    return True
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def tail(path: Path, lines: int = 5) -> list[str]:
+    """The last lines of a log file (cheap for large files)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 8192))
+            data = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    return [line for line in data.splitlines() if line.strip()][-lines:]

@@ -1,0 +1,148 @@
+"""Stack operations shared by both backends: start and wait, health, status, init, reset.
+
+The backend starts and stops things; this module decides when the stack is ready (our own
+probes, not Docker's healthcheck interval) and serialises changes with a lock file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+from scripts import console, probes
+from scripts.backends import CORE, SERVICES, Backend, ServiceState, get_backend
+from scripts.errors import StackError
+from scripts.probes import ProbeResult
+from scripts.settings import Settings
+
+
+@dataclass(frozen=True)
+class UpReport:
+    started: list[str]
+    results: dict[str, ProbeResult]
+    seconds: float
+
+
+def address(settings: Settings, service: str) -> tuple[str, int]:
+    port = {
+        "postgres": settings.postgres_port,
+        "redis": settings.redis_port,
+        "adminer": settings.adminer_port,
+    }[service]
+    return settings.connect_host, port
+
+
+def probe_for(settings: Settings, service: str) -> Callable[[], ProbeResult]:
+    host, port = address(settings, service)
+    if service == "postgres":
+        login = probes.PgLogin(
+            host,
+            port,
+            settings.postgres_user,
+            settings.postgres_password.reveal(),
+            settings.postgres_db,
+        )
+        return lambda: probes.probe_postgres(login)
+    if service == "redis":
+        return lambda: probes.probe_redis(host, port, settings.redis_password.reveal())
+    return lambda: probes.probe_http(host, port)
+
+
+@contextlib.contextmanager
+def locked(settings: Settings) -> Iterator[None]:
+    """One changing command per stack at a time; a second one waits, then sees the result."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    with (settings.state_dir / ".lock").open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            console.say("info", "Another command is changing this stack; waiting for it…")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def up(settings: Settings, backend: Backend, services: Sequence[str]) -> UpReport:
+    """Start `services` and wait until each answers; on failure stop what this call started."""
+    began = time.monotonic()
+    with locked(settings):
+        started = backend.start(services)
+        results = probes.wait_until_ready(
+            [(s, probe_for(settings, s)) for s in services],
+            settings.ready_timeout,
+            still_running=backend.exit_reason,
+        )
+        failed = {name: r for name, r in results.items() if not r.ok}
+        if failed:
+            stopped = backend.stop(started) if started else []
+            detail = "; ".join(f"{name}: {r.detail}" for name, r in failed.items())
+            undo = f" Stopped again: {', '.join(stopped)}." if stopped else ""
+            raise StackError(
+                f"The stack is not ready: {detail}.{undo} See `inv logs` for the services' output."
+            )
+    return UpReport(started, results, time.monotonic() - began)
+
+
+def health(settings: Settings) -> dict[str, ProbeResult | None]:
+    """Probe core services always, adminer when it answers; None means 'not started, fine'."""
+    results: dict[str, ProbeResult | None] = {}
+    for service in SERVICES:
+        result = probe_for(settings, service)()
+        if service not in CORE and not result.ok and result.detail.startswith("nothing listens"):
+            results[service] = None  # the tools profile is optional
+        else:
+            results[service] = result
+    return results
+
+
+@dataclass(frozen=True)
+class StatusRow:
+    service: str
+    state: ServiceState
+    address: str
+    health: ProbeResult | None
+
+
+def status(settings: Settings, backend: Backend) -> list[StatusRow]:
+    rows = []
+    for service, state in backend.states().items():
+        host, port = address(settings, service)
+        probe = probe_for(settings, service)() if state.running else None
+        rows.append(StatusRow(service, state, f"{host}:{port}", probe))
+    return rows
+
+
+def open_backend(settings: Settings) -> Backend:
+    return get_backend(settings)
+
+
+def reset(settings: Settings, backend: Backend) -> list[str]:
+    with locked(settings):
+        return backend.destroy()
+
+
+def down(settings: Settings, backend: Backend) -> list[str]:
+    with locked(settings):
+        return backend.stop()
+
+
+def clean(settings: Settings, backend: Backend) -> list[str]:
+    with locked(settings):
+        return backend.clean()
+
+
+def connection_lines(settings: Settings) -> Mapping[str, str]:
+    host = settings.connect_host
+    return {
+        "PostgreSQL": f"{host}:{settings.postgres_port}  db {settings.postgres_db}, "
+        f"user {settings.postgres_user}",
+        "Redis": f"{host}:{settings.redis_port}",
+        "DATABASE_URL": settings.database_url_masked,
+        "REDIS_URL": settings.redis_url_masked,
+        "Adminer": f"http://{host}:{settings.adminer_port}/  (after `inv up`)",
+    }
