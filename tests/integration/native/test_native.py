@@ -1,0 +1,218 @@
+"""Facts of the native backend: unprivileged servers, first-init atomicity, unreachable dirs.
+
+Some tests run a second, throwaway stack from a copy of the project (own ports, env file and
+state dir) so they can break init scripts or directory permissions without touching the
+suite's stack.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from scripts import processes
+from scripts.backends.native import NativeBackend
+from scripts.settings import Settings
+from tests.integration.helpers import ROOT, Inv
+
+COPIED = ("tasks.py", "scripts", "docker", ".env.example", "pyproject.toml")
+
+
+@dataclass
+class Throwaway:
+    """A copy of the project with its own env file, ports and state dir."""
+
+    root: Path
+    env: dict[str, str]
+    python: str
+    run_as: list[str]  # setpriv prefix, or [] to run as the current user
+
+    def inv(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self.run_as, self.python, "-m", "invoke", *args],
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+
+    @property
+    def state(self) -> Path:
+        return self.root / ".stack"
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def _make_copy(parent: Path, *, site: bool) -> Path:
+    root = parent / "project"
+    root.mkdir()
+    for name in COPIED:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, root / name)
+    if site:  # invoke for an account that cannot read this test run's virtualenv
+        import invoke
+
+        package = Path(invoke.__file__).parent
+        shutil.copytree(package, root / "site" / "invoke")
+        for metadata in package.parent.glob("invoke-*.dist-info"):
+            shutil.copytree(metadata, root / "site" / metadata.name)
+    return root
+
+
+def _env(root: Path, extra: dict[str, str]) -> dict[str, str]:
+    postgres, redis_port, adminer = _free_ports(3)
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "HOME": str(root),
+        "STACK_ENV_FILE": str(root / "stack.env"),
+        "STACK_STATE_DIR": str(root / ".stack"),
+        "STACK_BACKEND": "native",
+        "COMPOSE_PROJECT_NAME": "aim_throwaway",
+        "POSTGRES_PORT": str(postgres),
+        "REDIS_PORT": str(redis_port),
+        "ADMINER_PORT": str(adminer),
+        **extra,
+    }
+
+
+@pytest.fixture
+def throwaway() -> Iterator[Throwaway]:
+    """A second stack run by root (when we are root) from a copy of the project."""
+    parent = Path(tempfile.mkdtemp(prefix="aim-copy-"))
+    root = _make_copy(parent, site=False)
+    copy = Throwaway(root, _env(root, {}), sys.executable, [])
+    try:
+        yield copy
+    finally:
+        copy.inv("reset", "--yes")
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def test_servers_run_unprivileged_when_started_by_root(running: Settings) -> None:
+    pid = NativeBackend(running).states()["postgres"].detail.removeprefix("pid ")
+    owner = Path(f"/proc/{pid}").stat().st_uid
+    if os.geteuid() == 0:
+        assert owner != 0, "PostgreSQL must not run as root"
+        assert pwd.getpwuid(owner).pw_name in ("postgres", "nobody")
+    else:
+        assert owner == os.geteuid()
+
+
+def test_a_failing_init_script_leaves_nothing_half_initialised(throwaway: Throwaway) -> None:
+    broken = throwaway.root / "docker/init-scripts/03-broken.sql"
+    broken.write_text("SELECT * FROM table_that_does_not_exist;\n")
+
+    result = throwaway.inv("init")
+    assert result.returncode == 1
+    assert "03-broken.sql" in result.stderr
+    assert "table_that_does_not_exist" in result.stderr
+    assert "Traceback" not in result.stderr
+    pg_data = NativeBackend(_settings(throwaway)).pg_data
+    assert not (pg_data / "PG_VERSION").exists()
+    assert not pg_data.with_name(pg_data.name + ".initialising").exists()
+    port = int(throwaway.env["POSTGRES_PORT"])
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0, "the failed init left a server"
+
+    broken.unlink()
+    result = throwaway.inv("up-core")
+    assert result.returncode == 0, result.stdout + result.stderr
+    shell = throwaway.inv("db.shell", "-c", "SELECT count(*) FROM users")
+    assert " 9\n" in shell.stdout, shell.stdout + shell.stderr
+
+
+def test_a_state_dir_the_server_account_cannot_enter_still_works(throwaway: Throwaway) -> None:
+    """As root, a checkout under a 0700 directory (like /root) is unreachable for the
+    server's account: the data dir then lives under /var/lib, linked from the state dir."""
+    throwaway.root.parent.chmod(0o700)
+    result = throwaway.inv("init")
+    assert result.returncode == 0, result.stdout + result.stderr
+    link = throwaway.state / "postgres_data"
+    if os.geteuid() == 0:
+        assert link.is_symlink()
+        target = link.resolve()
+        assert target.is_relative_to("/var/lib/ai-marketplace-stack")
+    else:
+        assert link.is_dir() and not link.is_symlink()
+        target = link
+    assert (target / "PG_VERSION").exists()
+
+    assert throwaway.inv("reset", "--yes").returncode == 0
+    assert not target.exists(), "reset must delete the relocated data dir too"
+    assert not link.exists() and not link.is_symlink()
+
+
+def test_the_stack_runs_as_a_normal_user() -> None:
+    """Everything the native backend does also works without root."""
+    parent = Path(tempfile.mkdtemp(prefix="aim-user-"))
+    parent.chmod(0o755)
+    root = _make_copy(parent, site=True)
+    if os.geteuid() == 0:
+        nobody = pwd.getpwnam("nobody")
+        for path in [root, *root.rglob("*")]:
+            os.chown(path, nobody.pw_uid, nobody.pw_gid)
+        prefix = ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}"]
+        prefix += ["--clear-groups", "--"]
+        python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+    else:
+        prefix, python = [], sys.executable
+    env = _env(root, {"PYTHONPATH": str(root / "site"), "XDG_CACHE_HOME": str(root / "cache")})
+    user = Throwaway(root, env, python, prefix)
+    try:
+        result = user.inv("init")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert user.inv("health").returncode == 0
+        postmaster = processes.read_pid(user.state / "postgres_data" / "postmaster.pid")
+        assert postmaster is not None
+        expected_uid = pwd.getpwnam("nobody").pw_uid if os.geteuid() == 0 else os.geteuid()
+        assert Path(f"/proc/{postmaster}").stat().st_uid == expected_uid
+        assert (user.state / "postgres_data").stat().st_uid == expected_uid
+        assert user.inv("down").returncode == 0
+    finally:
+        user.inv("reset", "--yes")
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def test_logs_and_pid_files_hold_no_secret(running: Settings, inv: Inv) -> None:
+    assert inv("up").returncode == 0
+    backend = NativeBackend(running)
+    secrets = [running.postgres_password.reveal(), running.redis_password.reveal()]
+    files = [*backend.logs_dir.glob("*"), *backend.run_dir.glob("*")]
+    assert files
+    for path in files:
+        text = path.read_text(errors="replace")
+        assert all(secret not in text for secret in secrets), path
+    # The one generated file that must hold the Redis password is private.
+    assert (running.state_dir / "redis.conf").stat().st_mode & 0o077 == 0
+    assert inv("down").returncode == 0
+
+
+def _settings(copy: Throwaway) -> Settings:
+    from scripts.settings import load
+
+    return load(copy.env)
