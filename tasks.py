@@ -66,7 +66,7 @@ def _report_up(report: Any, what: str) -> None:
 @task(help={"yes": "Install missing system packages without asking (for CI)."})
 @user_errors
 def init(c: Context, yes: bool = False) -> None:
-    """First run: create .env, install prerequisites, start postgres + redis, show connections."""
+    """First run: create .env, install prerequisites, start the core."""
     from scripts import initialise
     from scripts.console import say
 
@@ -88,10 +88,11 @@ def init(c: Context, yes: bool = False) -> None:
 )
 @user_errors
 def setup(c: Context, yes: bool = False, tools: bool = True) -> None:
-    """Install what the backend needs (native: PostgreSQL 15, Redis 7, PHP, Adminer)."""
+    """Install what the backend needs (PostgreSQL 15, Redis 7, PHP)."""
     from scripts import initialise
 
-    initialise.ensure_prerequisites(_open()[1].name, yes=yes, with_tools=tools)
+    backend = initialise.configured_backend()
+    initialise.ensure_prerequisites(backend, yes=yes, with_tools=tools)
 
 
 @task(name="up-core")
@@ -107,7 +108,7 @@ def up_core(c: Context) -> None:
 @task
 @user_errors
 def up(c: Context) -> None:
-    """Start postgres + redis + adminer (profile "tools"); wait until all answer."""
+    """Start postgres + redis + adminer (profile "tools") and wait."""
     from scripts import stack
 
     settings, backend = _open()
@@ -132,7 +133,7 @@ def down(c: Context) -> None:
 @task
 @user_errors
 def clean(c: Context) -> None:
-    """Stop everything, remove leftovers (orphans, pid files, logs). Data is kept."""
+    """Stop everything, remove leftovers (pid files, logs); keep data."""
     from scripts import stack
     from scripts.console import say
 
@@ -144,7 +145,7 @@ def clean(c: Context) -> None:
 @task(help={"yes": "Do not ask; delete the data (for scripts and CI)."})
 @user_errors
 def reset(c: Context, yes: bool = False) -> None:
-    """Delete all data (database, Redis, volumes, network) after asking."""
+    """Delete all data (database, Redis, volumes) after asking."""
     from scripts import stack
     from scripts.console import confirm, say
     from scripts.errors import StackError
@@ -169,7 +170,7 @@ def reset(c: Context, yes: bool = False) -> None:
 @task(help={"json": "Print JSON for machines instead of lines."})
 @user_errors
 def health(c: Context, json: bool = False) -> None:
-    """Probe each service (real login and query); exit 1 when one is unhealthy."""
+    """Probe each service for real; exit 1 when one is unhealthy."""
     from scripts import stack
     from scripts.console import say
 
@@ -212,7 +213,7 @@ def health(c: Context, json: bool = False) -> None:
 @task(help={"json": "Print JSON for machines instead of a table."})
 @user_errors
 def status(c: Context, json: bool = False) -> None:
-    """Table of services: backend, state, address, health, data size."""
+    """Table of services: state, address, health, data size."""
     from scripts import stack
     from scripts.console import human_size, mark, table
 
@@ -271,7 +272,7 @@ def status(c: Context, json: bool = False) -> None:
 )
 @user_errors
 def logs(c: Context, services: str = "", follow: bool = False, tail: int = 100) -> None:
-    """Show the services' logs (all, or e.g. -s postgres); --follow to keep going."""
+    """Show logs of all services or -s postgres,redis; --follow streams."""
     from scripts.backends import check_services
 
     names = check_services([s.strip() for s in services.split(",") if s.strip()])
@@ -288,7 +289,7 @@ def logs(c: Context, services: str = "", follow: bool = False, tail: int = 100) 
 )
 @user_errors
 def db_shell(c: Context, command: str | None = None) -> None:
-    """psql on the stack's database: interactive, or -c SQL (args after -- go to psql)."""
+    """psql on the stack's database: interactive, or -c SQL."""
     _, backend = _open(announce=False)
     code = backend.psql(command, shlex.split(c.remainder))
     if code:
@@ -298,7 +299,7 @@ def db_shell(c: Context, command: str | None = None) -> None:
 @task(name="cli", help={"command": 'One command to run, e.g. -c "INFO memory".'})
 @user_errors
 def redis_cli(c: Context, command: str | None = None) -> None:
-    """redis-cli on the stack's Redis, authenticated: interactive, or -c COMMAND."""
+    """redis-cli on the stack's Redis: interactive, or -c COMMAND."""
     _, backend = _open(announce=False)
     args = shlex.split(command or "") + shlex.split(c.remainder)
     code = backend.redis_cli(args)

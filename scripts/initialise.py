@@ -14,19 +14,24 @@ from scripts import prerequisites
 from scripts.backends import Backend, get_backend
 from scripts.console import confirm, display_path, say
 from scripts.errors import StackError
-from scripts.settings import Settings, create_env_file, env_file_path, load, set_env_value
+from scripts.settings import (
+    BACKENDS,
+    Settings,
+    create_env_file,
+    env_file_path,
+    load,
+    set_env_value,
+)
 
 
 def run(yes: bool) -> tuple[Settings, Backend]:
     """Create the env file when missing, pin the backend, install what it needs."""
     path = env_file_path()
     if not path.exists():
-        configured = os.environ.get("STACK_BACKEND", "auto").strip().lower() or "auto"
-        backend_name = _resolve(configured)
-        create_env_file(path, backend=backend_name)
+        create_env_file(path, backend=configured_backend())
         say("ok", f"Created {display_path(path)} with generated passwords (mode 0600).")
     settings = load()
-    backend_name = _resolve(settings.backend)
+    backend_name = configured_backend()
     if settings.backend == "auto" and "STACK_BACKEND" not in os.environ:
         set_env_value(path, "STACK_BACKEND", backend_name)
         say("ok", f"Pinned STACK_BACKEND={backend_name} in {display_path(path)}.")
@@ -35,6 +40,18 @@ def run(yes: bool) -> tuple[Settings, Backend]:
     say("info", f"{backend.name} backend · {backend.where()}")
     ensure_prerequisites(backend.name, yes=yes, with_tools=True, tools_required=False)
     return settings, backend
+
+
+def configured_backend() -> str:
+    """The backend the env file names (resolving auto), or STACK_BACKEND before one exists."""
+    if env_file_path().exists():
+        return _resolve(load().backend)
+    configured = os.environ.get("STACK_BACKEND", "auto").strip().lower() or "auto"
+    if configured not in BACKENDS:
+        raise StackError(
+            f"STACK_BACKEND={configured!r} is not a backend: use auto, compose or native."
+        )
+    return _resolve(configured)
 
 
 def _resolve(configured: str) -> str:
