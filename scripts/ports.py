@@ -47,16 +47,30 @@ def listeners(port: int) -> list[Listener]:
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
-        try:
-            for fd in (entry / "fd").iterdir():
-                target = str(fd.readlink())
-                if target.startswith("socket:[") and target[8:-1] in inodes:
-                    name = (entry / "comm").read_text().strip()
-                    found.append(Listener(int(entry.name), name))
-                    break
-        except OSError:
-            continue  # gone, or another user's process
+        if _sockets_of(entry) & inodes:
+            try:
+                name = (entry / "comm").read_text().strip()
+            except OSError:
+                continue  # ended meanwhile
+            found.append(Listener(int(entry.name), name))
     return found or [Listener(None, "")]
+
+
+def _sockets_of(process: Path) -> set[str]:
+    """Inodes of the process's sockets; empty when it is gone or not ours to see."""
+    inodes = set()
+    try:
+        descriptors = list((process / "fd").iterdir())
+    except OSError:
+        return inodes
+    for fd in descriptors:
+        try:
+            target = str(fd.readlink())
+        except OSError:
+            continue  # closed while we looked (our own listing's descriptor, for one)
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
 
 
 def _listening_inodes(port: int) -> set[str]:
@@ -76,11 +90,7 @@ def _listening_inodes(port: int) -> set[str]:
 
 def listening_addresses(pid: int) -> list[tuple[str, int]]:
     """The (address, port) pairs a process listens on, read from /proc."""
-    try:
-        links = [str(fd.readlink()) for fd in Path(f"/proc/{pid}/fd").iterdir()]
-    except OSError:
-        return []
-    sockets = {link[8:-1] for link in links if link.startswith("socket:[")}
+    sockets = _sockets_of(Path(f"/proc/{pid}"))
     found: list[tuple[str, int]] = []
     for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
         try:

@@ -29,6 +29,10 @@ class ProtocolError(Exception):
     pass
 
 
+class AuthenticityError(ProtocolError):
+    """The server failed SCRAM's mutual authentication: waiting will not fix that."""
+
+
 class _Conn:
     def __init__(self, host: str, port: int, timeout: float) -> None:
         self.sock = socket.create_connection((host, port), timeout=timeout)
@@ -100,8 +104,11 @@ class _Scram:
 
     def verify(self, server_final: str) -> None:
         attrs = dict(item.split("=", 1) for item in server_final.split(","))
-        if not hmac.compare_digest(base64.b64decode(attrs.get("v", "")), self.server_signature):
-            raise ProtocolError("server signature does not match: not the server we expected")
+        expected, received = self.server_signature, base64.b64decode(attrs.get("v", ""))
+        if not expected or not received or not hmac.compare_digest(received, expected):
+            raise AuthenticityError(
+                "the server could not prove it knows the password: not the server we expected"
+            )
 
 
 @dataclass(frozen=True)
@@ -219,6 +226,8 @@ def probe_postgres(login: PgLogin, timeout: float = 2.0) -> ProbeResult:
     except PgError as exc:
         fatal = exc.code not in _PG_TRANSIENT
         return ProbeResult(False, f"{exc.message} (SQLSTATE {exc.code})", fatal=fatal)
+    except AuthenticityError as exc:
+        return ProbeResult(False, str(exc), fatal=True)
     except (OSError, ProtocolError) as exc:
         return ProbeResult(False, _os_reason(exc, login.host, login.port))
     if rows != [("1",)]:
@@ -329,19 +338,25 @@ def wait_until_ready(
     timeout: float,
     interval: float = 0.05,
     still_running: Callable[[str], str | None] | None = None,
+    check_every: float = 0.5,
 ) -> dict[str, ProbeResult]:
     """Poll every probe until each answers, one fails for good, or `timeout` passes.
 
     `still_running(name)` may return a reason the service can never become ready (its
-    process exited), which ends the wait for it at once.
+    process exited), which ends the wait for it at once. It can be costly (a `docker
+    compose ps`), so it runs at most once per `check_every` seconds per service.
     """
     deadline = time.monotonic() + timeout
     results: dict[str, ProbeResult] = {}
     pending = dict(probes)
+    checked: dict[str, float] = {}
     while pending:
         for name, probe in list(pending.items()):
             result = probe()
-            if not result.ok and not result.fatal and still_running is not None:
+            now = time.monotonic()
+            due = now - checked.get(name, -check_every) >= check_every
+            if not result.ok and not result.fatal and still_running is not None and due:
+                checked[name] = now
                 reason = still_running(name)
                 if reason:
                     result = ProbeResult(False, reason, fatal=True)

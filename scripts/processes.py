@@ -143,8 +143,8 @@ def working_in(directory: Path) -> list[int]:
 def read_pid(path: Path) -> int | None:
     """The pid on the first line of a pid file, or None when absent or unreadable."""
     try:
-        first = path.read_text().split("\n", 1)[0].strip()
-    except OSError:
+        first = path.read_bytes().split(b"\n", 1)[0].strip().decode("ascii")
+    except (OSError, UnicodeDecodeError):
         return None
     return int(first) if first.isdigit() else None
 

@@ -10,7 +10,7 @@ import os
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
@@ -54,6 +54,8 @@ _INTERPOLATION = re.compile(
     r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?-)?(?P<default>[^}]*)\}"
     r"|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))"
 )
+# A quoted value, optionally followed by a comment: 'literal' or "with \" escapes".
+_QUOTED = re.compile(r"""^(?:'(?P<single>[^']*)'|"(?P<double>(?:[^"\\]|\\.)*)")(?:\s+#.*)?$""")
 _LINE = re.compile(r"^\s*(?:export\s+)?(?P<key>[A-Za-z_][A-Za-z0-9_.]*)\s*=\s*(?P<value>.*?)\s*$")
 
 
@@ -116,7 +118,7 @@ class Settings:
     adminer_port: int
     database_url: Secret
     redis_url: Secret
-    values: Mapping[str, str]  # the merged raw values, for compose's environment
+    values: Mapping[str, str] = field(repr=False)  # merged raw values, secrets included
 
     @property
     def root(self) -> Path:
@@ -167,13 +169,14 @@ def parse_env_text(text: str, lookup: Mapping[str, str] | None = None) -> dict[s
             continue
         match = _LINE.match(raw)
         if match is None:
-            continue  # `inv validate` reports lines that are not KEY=VALUE
+            continue  # not KEY=VALUE: ignored, as Docker Compose does
         key, value = match["key"], match["value"]
-        if len(value) >= 2 and value[0] == value[-1] == "'":
-            values[key] = value[1:-1]
+        quoted = _QUOTED.match(value)
+        if quoted and quoted["single"] is not None:
+            values[key] = quoted["single"]
             continue
-        if len(value) >= 2 and value[0] == value[-1] == '"':
-            value = _unescape(value[1:-1])
+        if quoted and quoted["double"] is not None:
+            value = _unescape(quoted["double"])
         else:
             value = re.sub(r"\s+#.*$", "", value)  # trailing comment on an unquoted value
         values[key] = _interpolate(value, values, outer)
@@ -366,7 +369,7 @@ def _is_ip(value: str) -> bool:
 
 def mask_url(url: str) -> str:
     """postgresql://user:secret@host/db -> postgresql://user:****@host/db"""
-    return re.sub(r"(://[^:/@]*:)[^@]*(@)", r"\1****\2", url)
+    return re.sub(r"(://[^:/@]*:)[^@/]*(@)", r"\1****\2", url)
 
 
 def create_env_file(
@@ -430,4 +433,7 @@ def set_env_value(path: Path, key: str, value: str) -> None:
 def _quote_env(value: str) -> str:
     if re.fullmatch(r"[A-Za-z0-9_.,:/@%+=?&\[\]-]*", value):
         return value
-    return "'" + value + "'" if "'" not in value else '"' + value.replace('"', '\\"') + '"'
+    if "'" not in value:
+        return f"'{value}'"  # single quotes: literal, no escapes, no interpolation
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "$$")
+    return f'"{escaped}"'

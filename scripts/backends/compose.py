@@ -135,21 +135,24 @@ class ComposeBackend:
             )
         return result
 
+    def _running(self) -> set[str]:
+        return {str(row.get("Service")) for row in self._ps() if row.get("State") == "running"}
+
     def start(self, services: Sequence[str]) -> list[str]:
-        running = {name for name, state in self.states().items() if state.running}
+        running = self._running()
         wanted = [s for s in SERVICES if s in services and s not in running]
         if wanted:
             self._run(*profile_args(services), "up", "--detach", *wanted)
         return wanted
 
     def stop(self, services: Sequence[str] = SERVICES) -> list[str]:
-        running = [name for name, state in self.states().items() if state.running]
+        running = self._running()
         if set(services) >= set(SERVICES):
             # A plain `down` leaves profiled services (adminer) running and the network busy.
             self._run("--profile", "*", "down", "--remove-orphans")
         else:
             self._run(*profile_args(services), "stop", *services)
-        return [s for s in running if s in services]
+        return [s for s in reversed(SERVICES) if s in running and s in services]
 
     def clean(self) -> list[str]:
         self._run("--profile", "*", "down", "--remove-orphans")
@@ -221,10 +224,11 @@ class ComposeBackend:
         return sizes
 
     def exit_reason(self, service: str) -> str | None:
-        state = self.states()[service]
-        if state.running or state.state in ("created", "restarting", "not created"):
+        row = next((r for r in self._ps() if r.get("Service") == service), None)
+        if row is None or row.get("State") in ("running", "created", "restarting"):
             return None
-        return f"container {self.container(service)} is {state.state}: see `inv logs {service}`"
+        state = f"{row.get('State')} (exit code {row.get('ExitCode', '?')})"
+        return f"container {self.container(service)} is {state}: see `inv logs -s {service}`"
 
     def logs(self, services: Sequence[str], follow: bool, tail: int) -> None:
         args = ["--profile", "*", "logs", "--tail", str(tail)]
