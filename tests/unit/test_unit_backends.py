@@ -1,0 +1,401 @@
+"""scripts/backends: choosing a backend, compose command lines and output, native state."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import re
+import socket
+import socketserver
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from scripts.backends import (
+    SERVICES,
+    ServiceState,
+    check_services,
+    get_backend,
+    resolve_backend_name,
+)
+from scripts.backends.compose import (
+    ComposeBackend,
+    _parse_size,
+    compose_argv,
+    compose_version,
+    engine_answers,
+    profile_args,
+)
+from scripts.backends.native import RELOCATED_ROOT, NativeBackend
+from scripts.errors import StackError
+from scripts.processes import RunAs, alive
+from scripts.settings import ROOT, Settings
+from tests.unit.unit_support import (
+    generated_settings,
+    http_handler,
+    inv_command_problem,
+    serve_tcp,
+    serve_unix,
+)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return generated_settings(tmp_path)
+
+
+# --- choosing a backend ---------------------------------------------------------------------
+
+
+def test_check_services_names_every_unknown_service() -> None:
+    with pytest.raises(StackError) as caught:
+        check_services(["postgres", "mysql", "mongo"])
+    assert caught.value.message == (
+        "No service named mysql, mongo: choose from postgres, redis, adminer."
+    )
+
+
+def test_check_services_defaults_to_all_and_keeps_the_order_given() -> None:
+    assert check_services([]) == ["postgres", "redis", "adminer"]
+    assert check_services(["redis", "postgres"]) == ["redis", "postgres"]
+
+
+def test_get_backend_by_name(settings: Settings) -> None:
+    native = get_backend(settings, "native")
+    assert isinstance(native, NativeBackend)
+    assert native.name == "native"
+    compose = get_backend(settings, "compose")
+    assert isinstance(compose, ComposeBackend)
+    assert compose.name == "compose"
+    assert compose.where() == "project aim_unit"
+    with pytest.raises(StackError, match="'podman' is not a backend"):
+        get_backend(settings, "podman")
+
+
+def test_get_backend_uses_the_configured_backend(tmp_path: Path) -> None:
+    settings = generated_settings(tmp_path, backend="compose")
+    assert isinstance(get_backend(settings), ComposeBackend)
+
+
+def test_auto_chooses_native_when_no_engine_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/missing.sock")
+    settings = generated_settings(tmp_path, backend="auto")
+    assert settings.backend == "auto"
+    assert resolve_backend_name(settings) == "native"
+    assert isinstance(get_backend(settings), NativeBackend)
+
+
+def test_a_configured_backend_is_used_without_asking_the_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/missing.sock")
+    assert resolve_backend_name(generated_settings(tmp_path, backend="compose")) == "compose"
+
+
+# --- the Docker engine ------------------------------------------------------------------------
+# No Docker engine runs here: a fake answers the one API call on a Unix socket or TCP port.
+
+
+def engine(requests: list[str], status: int = 200) -> type[socketserver.StreamRequestHandler]:
+    body = json.dumps({"Version": "28.0.0", "ApiVersion": "1.48"}).encode()
+
+    def respond(request_line: str) -> tuple[int, str, bytes]:
+        if request_line.split()[1:2] == ["/version"]:
+            return status, "OK" if status == 200 else "Server Error", body
+        return 404, "Not Found", b""
+
+    return http_handler(respond, requests)
+
+
+def test_engine_answers_none_for_a_missing_socket(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/missing.sock")
+    assert engine_answers() is None
+
+
+def test_engine_answers_the_version_on_a_unix_socket(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    requests: list[str] = []
+    with serve_unix(tmp_path / "d.sock", engine(requests)) as path:
+        monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
+        assert engine_answers() == "28.0.0"
+    assert requests == ["GET /version HTTP/1.0"]
+
+
+def test_engine_answers_the_version_on_tcp(monkeypatch: pytest.MonkeyPatch) -> None:
+    with serve_tcp(engine([])) as port:
+        monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{port}")
+        assert engine_answers() == "28.0.0"
+
+
+def test_engine_answers_none_when_the_api_says_no(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with serve_unix(tmp_path / "d.sock", engine([], status=500)) as path:
+        monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
+        assert engine_answers() is None
+
+
+def test_engine_answers_none_for_a_socket_that_is_not_an_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "s.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(str(path))  # exists, nobody accepts
+        monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
+        assert engine_answers() is None
+
+
+def test_engine_answers_leaves_ssh_hosts_to_the_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "ssh://user@build-host")
+    assert engine_answers() is None
+
+
+@pytest.mark.parametrize(
+    ("output", "code", "expected"),
+    [
+        ("v2.40.3", 0, "2.40.3"),
+        ("2.29.1-desktop.1", 0, "2.29.1-desktop.1"),
+        ("1.29.2", 0, None),
+        ("", 1, None),
+        ("unknown command", 0, None),
+    ],
+)
+def test_compose_version_accepts_only_compose_v2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, output: str, code: int, expected: str | None
+) -> None:
+    # A stand-in `docker` on PATH: the real CLI's answer depends on what this machine has.
+    fake = tmp_path / "docker"
+    fake.write_text(
+        f'#!/bin/sh\n[ "$*" = "compose version --short" ] || exit 9\necho "{output}"\nexit {code}\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert compose_version() == expected
+
+
+def test_compose_version_without_a_docker_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert compose_version() is None
+
+
+# --- compose command lines --------------------------------------------------------------------
+
+
+def test_compose_argv_puts_the_stack_options_before_the_subcommand(settings: Settings) -> None:
+    argv = compose_argv(settings, "--profile", "tools", "up", "--detach", "adminer")
+    assert argv == [
+        "docker",
+        "compose",
+        "--project-directory",
+        str(ROOT),
+        "--file",
+        str(ROOT / "docker-compose.yml"),
+        "--env-file",
+        str(settings.env_file),
+        "--project-name",
+        "aim_unit",
+        "--profile",
+        "tools",
+        "up",
+        "--detach",
+        "adminer",
+    ]
+    assert settings.env_file.parent != ROOT  # the test's own env file, not the checkout's
+
+
+def test_profile_args_add_tools_only_for_adminer() -> None:
+    assert profile_args(["postgres", "redis", "adminer"]) == ["--profile", "tools"]
+    assert profile_args(["adminer"]) == ["--profile", "tools"]
+    assert profile_args(["postgres", "redis"]) == []
+
+
+def test_container_names_follow_the_project(settings: Settings) -> None:
+    backend = ComposeBackend(settings)
+    assert [backend.container(s) for s in SERVICES] == [
+        "aim_unit_db",
+        "aim_unit_redis",
+        "aim_unit_adminer",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("0B", 0),
+        ("512B", 512),
+        ("12kB", 12_000),
+        ("12KB", 12_000),
+        ("41.2MB", 41_200_000),
+        ("1.5GB", 1_500_000_000),
+        ("2TB", 2_000_000_000_000),
+        ("N/A", 0),
+        ("", 0),
+        ("lotsMB", 0),
+    ],
+)
+def test_parse_size_reads_dockers_decimal_units(text: str, size: int) -> None:
+    assert _parse_size(text) == size
+
+
+# --- compose ps output ------------------------------------------------------------------------
+# ComposeBackend._run is replaced by canned `docker compose ps` output: no engine runs here,
+# and only the parsing of that output is under test. _volume_sizes (another engine call)
+# is replaced the same way.
+
+PS_ROWS = [
+    {"Service": "postgres", "Name": "aim_unit_db", "State": "running", "ExitCode": 0},
+    {"Service": "redis", "Name": "aim_unit_redis", "State": "exited", "ExitCode": 1},
+]
+
+
+@pytest.fixture
+def ps_output(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Set the output to return; yields the list, and records the arguments in `calls`."""
+    output: list[str] = [""]
+    calls: list[tuple[str, ...]] = []
+
+    def fake_run(
+        self: ComposeBackend, *args: str, capture: bool = True, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        calls.append(args)
+        return subprocess.CompletedProcess(list(args), 0, output[0], "")
+
+    monkeypatch.setattr(ComposeBackend, "_run", fake_run)
+    monkeypatch.setattr(ComposeBackend, "_volume_sizes", lambda self: {"postgres": 4096})
+    yield output
+    assert all(call == ("--profile", "*", "ps", "--all", "--format", "json") for call in calls)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\n".join(json.dumps(row) for row in PS_ROWS) + "\n",  # Compose 2.21 and later
+        json.dumps(PS_ROWS),  # earlier Compose v2: one JSON array
+    ],
+    ids=["json-lines", "json-array"],
+)
+def test_states_parse_both_ps_formats(settings: Settings, ps_output: list[str], text: str) -> None:
+    ps_output[0] = text
+    states = ComposeBackend(settings).states()
+    assert states == {
+        "postgres": ServiceState("postgres", True, "running", "aim_unit_db", 4096),
+        "redis": ServiceState("redis", False, "exited (1)", "aim_unit_redis", None),
+        "adminer": ServiceState("adminer", False, "not created", "", None),
+    }
+
+
+def test_states_with_no_containers(settings: Settings, ps_output: list[str]) -> None:
+    ps_output[0] = "\n"
+    states = ComposeBackend(settings).states()
+    assert [s.state for s in states.values()] == ["not created"] * 3
+    assert not any(s.running for s in states.values())
+
+
+def test_exit_reason_names_the_container_and_a_working_logs_command(
+    settings: Settings, ps_output: list[str]
+) -> None:
+    ps_output[0] = json.dumps(PS_ROWS)
+    backend = ComposeBackend(settings)
+    assert backend.exit_reason("postgres") is None  # running
+    assert backend.exit_reason("adminer") is None  # not created yet: may still start
+    reason = backend.exit_reason("redis")
+    assert reason is not None
+    assert reason.startswith("container aim_unit_redis is exited")
+    assert "1" in reason  # the exit code
+    commands = re.findall(r"`inv ([^`]+)`", reason)
+    assert commands, reason
+    assert all("redis" in command for command in commands), reason
+    assert [inv_command_problem(command) for command in commands] == [None] * len(commands)
+
+
+# --- the native backend's view of its state dir ---------------------------------------------
+
+
+def nobody() -> RunAs:
+    entry = pwd.getpwnam("nobody")
+    return RunAs("nobody", entry.pw_uid, entry.pw_gid)
+
+
+def test_native_data_moves_out_of_a_state_dir_the_server_cannot_enter(tmp_path: Path) -> None:
+    backend = NativeBackend(generated_settings(tmp_path))
+    backend.run_as = nobody()  # as when root runs the tasks; tmp_path is a 0700 tree
+    data = backend.pg_data
+    assert data.name == "postgres_data"
+    assert data.parent.parent == RELOCATED_ROOT
+    assert data.parent.name.startswith("aim_unit-")
+    assert backend.pg_data == data  # stable between calls
+    other = tmp_path / "other"
+    other.mkdir()
+    second = NativeBackend(generated_settings(other))
+    second.run_as = nobody()
+    assert second.pg_data != data  # one location per state dir
+
+
+def test_native_data_stays_in_a_state_dir_the_server_can_enter(tmp_path: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="aim-unit-", dir="/tmp") as name:
+        state = Path(name)
+        state.chmod(0o755)
+        backend = NativeBackend(generated_settings(tmp_path, {"STACK_STATE_DIR": str(state)}))
+        backend.run_as = nobody()
+        assert backend.pg_data == state / "postgres_data"
+        backend.run_as = None  # not root: the server runs as this user
+        assert backend.pg_data == state / "postgres_data"
+
+
+def test_native_states_of_a_fresh_state_dir(settings: Settings) -> None:
+    states = NativeBackend(settings).states()
+    assert list(states) == ["postgres", "redis", "adminer"]
+    assert states["postgres"] == ServiceState("postgres", False, "not created", "", None)
+    assert states["redis"].state == "stopped"
+    assert not any(s.running for s in states.values())
+
+
+def test_native_ignores_a_pid_file_naming_another_program(settings: Settings) -> None:
+    # A stale redis.pid whose number now belongs to an unrelated process: that process
+    # must be neither reported as redis nor stopped.
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        run_dir = settings.state_dir / "run"
+        run_dir.mkdir(parents=True)
+        (run_dir / "redis.pid").write_text(f"{other.pid}\n")
+        backend = NativeBackend(settings)
+        assert backend.states()["redis"].running is False
+        assert backend.stop(["redis"]) == []
+        assert alive(other.pid)
+        assert not (run_dir / "redis.pid").exists()  # the stale pid file is removed
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_native_refuses_a_port_taken_by_another_program(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = int(taken.getsockname()[1])
+        settings = generated_settings(tmp_path, {"REDIS_PORT": str(port)})
+        backend = NativeBackend(settings)
+        with pytest.raises(StackError) as caught:
+            backend._check_ports(["redis"])
+    message = caught.value.message
+    assert message.startswith("Nothing was started: ")
+    assert f"port {port} (redis) on 127.0.0.1 is in use by " in message
+    assert f"(pid {os.getpid()})" in message
+    assert "set REDIS_PORT in " in message
+    assert "stack.env" in message
+
+
+def test_native_stop_of_nothing_running_stops_nothing(settings: Settings) -> None:
+    assert NativeBackend(settings).stop() == []
