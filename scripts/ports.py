@@ -58,7 +58,7 @@ def listeners(port: int) -> list[Listener]:
 
 def _sockets_of(process: Path) -> set[str]:
     """Inodes of the process's sockets; empty when it is gone or not ours to see."""
-    inodes = set()
+    inodes: set[str] = set()
     try:
         descriptors = list((process / "fd").iterdir())
     except OSError:
