@@ -323,3 +323,57 @@ def test_up_adds_adminer_and_down_stops_everything(running: Settings, inv: Inv) 
     assert inv("down").returncode == 0
     for port in (running.postgres_port, running.redis_port, running.adminer_port):
         assert not listening_addresses(port), f"something listens on {port} after `inv down`"
+
+
+def _converse(argv: list[str], lines: list[bytes], expect: bytes, timeout: float = 60) -> bytes:
+    """Run a command on a pseudo-terminal, type `lines`, return what it printed."""
+    import os
+    import pty
+    import select
+    import time
+
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        argv, cwd=ROOT, stdin=terminal, stdout=terminal, stderr=terminal, close_fds=True
+    )
+    os.close(terminal)
+    output = b""
+    deadline = time.monotonic() + timeout
+    pending = list(lines)
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([controller], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(controller, 4096)
+                except OSError:
+                    break  # the command ended and closed the terminal
+                if not chunk:
+                    break
+                output += chunk
+            elif pending:
+                os.write(controller, pending.pop(0))
+            if expect in output and not pending and process.poll() is not None:
+                break
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(controller)
+    return output
+
+
+def test_db_shell_and_redis_cli_are_interactive_on_a_terminal(running: Settings) -> None:
+    shell = _converse(
+        [sys.executable, "-m", "invoke", "db.shell"],
+        [b"SELECT 6 * 7 AS answer;\n", b"\\q\n"],
+        b"42",
+    )
+    assert b"answer" in shell and b"42" in shell, shell.decode(errors="replace")
+
+    cli = _converse(
+        [sys.executable, "-m", "invoke", "redis.cli"],
+        [b"ECHO interactive-hello\n", b"quit\n"],
+        b"interactive-hello",
+    )
+    assert b'"interactive-hello"' in cli, cli.decode(errors="replace")
