@@ -326,15 +326,27 @@ def test_up_adds_adminer_and_down_stops_everything(running: Settings, inv: Inv) 
 
 
 def _converse(argv: list[str], lines: list[bytes], expect: bytes, timeout: float = 60) -> bytes:
-    """Run a command on a pseudo-terminal, type `lines`, return what it printed."""
+    """Run a command on a pseudo-terminal, type `lines` (Enter is \\r, as a keyboard sends),
+    return what it printed."""
+    import fcntl
     import os
     import pty
     import select
+    import struct
+    import termios
     import time
 
     controller, terminal = pty.openpty()
+    # A real terminal has a size: without one psql pages even one row through `less`.
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     process = subprocess.Popen(
-        argv, cwd=ROOT, stdin=terminal, stdout=terminal, stderr=terminal, close_fds=True
+        argv,
+        cwd=ROOT,
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        close_fds=True,
+        env={**os.environ, "TERM": "xterm-256color"},  # as a terminal emulator sets it
     )
     os.close(terminal)
     output = b""
@@ -366,14 +378,14 @@ def _converse(argv: list[str], lines: list[bytes], expect: bytes, timeout: float
 def test_db_shell_and_redis_cli_are_interactive_on_a_terminal(running: Settings) -> None:
     shell = _converse(
         [sys.executable, "-m", "invoke", "db.shell"],
-        [b"SELECT 6 * 7 AS answer;\n", b"\\q\n"],
+        [b"SELECT 6 * 7 AS answer;\r", b"\\q\r"],
         b"42",
     )
     assert b"answer" in shell and b"42" in shell, shell.decode(errors="replace")
 
     cli = _converse(
         [sys.executable, "-m", "invoke", "redis.cli"],
-        [b"ECHO interactive-hello\n", b"quit\n"],
+        [b"ECHO interactive-hello\r", b"quit\r"],
         b"interactive-hello",
     )
     assert b'"interactive-hello"' in cli, cli.decode(errors="replace")

@@ -169,7 +169,8 @@ def test_a_state_dir_the_server_account_cannot_enter_still_works(throwaway: Thro
 
 def test_the_stack_runs_as_a_normal_user() -> None:
     """Everything the native backend does also works without root."""
-    parent = Path(tempfile.mkdtemp(prefix="aim-user-"))
+    # Not under TMPDIR: nox points that into the checkout, which may sit in a 0700 directory.
+    parent = Path(tempfile.mkdtemp(prefix="aim-user-", dir="/tmp"))
     parent.chmod(0o755)
     root = _make_copy(parent, site=True)
     if os.geteuid() == 0:
