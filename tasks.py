@@ -251,11 +251,13 @@ def status(c: Context, json: bool = False) -> None:
         [
             [
                 r.service,
-                f"{r.state.state} {r.state.detail}".strip(),
+                r.state.state,
                 r.address,
                 "-"
                 if r.health is None
-                else f"{mark('ok' if r.health.ok else 'fail')} {r.health.detail}",
+                else f"{mark('ok')} healthy"
+                if r.health.ok
+                else f"{mark('fail')} {r.health.detail}",
                 human_size(r.state.data_bytes),
             ]
             for r in rows
