@@ -329,7 +329,7 @@ def _build(path: Path, raw: dict[str, str]) -> Settings:
         f"@{url_host}:{ports['POSTGRES_PORT']}/{quote(text('POSTGRES_DB'), safe='')}"
     )
     redis_url = text("REDIS_URL") or (
-        f"redis://:{quote(redis_password, safe='')}@{url_host}:{ports['REDIS_PORT']}/0"
+        f"redis://default:{quote(redis_password, safe='')}@{url_host}:{ports['REDIS_PORT']}/0"
     )
     state_dir = Path(text("STACK_STATE_DIR")).expanduser()
     values = dict(raw)

@@ -299,7 +299,7 @@ def test_derived_urls_quote_special_characters(tmp_path: Path) -> None:
     assert unquote(redis.password or "") == password
     assert password not in settings.database_url_masked
     assert settings.database_url_masked.startswith("postgresql://marketplace:****@127.0.0.1:")
-    assert settings.redis_url_masked == "redis://:****@127.0.0.1:16379/0"
+    assert settings.redis_url_masked == "redis://default:****@127.0.0.1:16379/0"
 
 
 def test_bind_all_interfaces_connects_through_loopback(tmp_path: Path) -> None:

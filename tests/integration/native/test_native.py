@@ -217,3 +217,23 @@ def _settings(copy: Throwaway) -> Settings:
     from scripts.settings import load
 
     return load(copy.env)
+
+
+def test_the_urls_work_with_the_stock_command_line_clients(running: Settings) -> None:
+    """What the application (and a developer) does with .env: psql and redis-cli -u."""
+    psql = subprocess.run(
+        ["psql", running.database_url.reveal(), "-Atc", "SELECT count(*) FROM ai_agents"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PGCONNECT_TIMEOUT": "10"},
+    )
+    assert psql.returncode == 0, psql.stderr
+    assert int(psql.stdout) >= 10
+    cli = subprocess.run(
+        ["redis-cli", "-u", running.redis_url.reveal(), "--no-auth-warning", "PING"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert cli.stdout.strip() == "PONG", cli.stdout + cli.stderr
