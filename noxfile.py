@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nox
+
+if TYPE_CHECKING:
+    from scripts.docker_engine import EngineReport
 
 ROOT = Path(__file__).parent
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
@@ -91,6 +96,7 @@ def integration(session: nox.Session) -> None:
         "STACK_READY_TIMEOUT": "120",
     }
     init = ["inv", "init"] + (["--yes"] if os.environ.get("CI") else [])
+    engine = _docker_for_tests(session) if backend == "compose" else None
     try:
         session.run(*init, env=init_env)
         other = "compose" if backend == "native" else "native"
@@ -98,3 +104,30 @@ def integration(session: nox.Session) -> None:
         session.run("pytest", *pytest_args, env=env)
     finally:
         session.run("inv", "reset", "--yes", env=env)
+        if engine is not None:
+            from scripts.docker_engine import stop_engine
+
+            stop_engine(engine)  # only when this session started it
+
+
+def _docker_for_tests(session: nox.Session) -> EngineReport:
+    """A Docker engine, Compose v2 and the images of docker-compose.yml, for the compose suite.
+
+    Where no registry answers (CI), the images are local stand-ins (tests/standins).
+    """
+    sys.path.insert(0, str(ROOT))  # the project's own package, next to this file
+    from scripts import docker_engine
+    from scripts.errors import StackError
+
+    try:
+        report = docker_engine.ensure_engine(yes=bool(os.environ.get("CI")))
+        session.log(docker_engine.describe(report))
+        session.log(f"Docker Compose {docker_engine.ensure_compose(sys.executable)}")
+    except StackError as exc:
+        session.error(f"{exc} (or run `STACK_BACKEND=compose inv setup --yes` first)")
+    try:
+        session.run("python", "-m", "tests.standins.build")
+    except BaseException:
+        docker_engine.stop_engine(report)
+        raise
+    return report

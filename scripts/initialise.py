@@ -57,9 +57,9 @@ def configured_backend() -> str:
 def _resolve(configured: str) -> str:
     if configured != "auto":
         return configured
-    from scripts.backends.compose import compose_version, engine_answers
+    from scripts.docker_engine import compose_version, engine_version
 
-    chosen = "compose" if engine_answers() and compose_version() else "native"
+    chosen = "compose" if engine_version() and compose_version() else "native"
     reason = "a Docker engine answers" if chosen == "compose" else "no Docker engine answers"
     say("info", f"STACK_BACKEND=auto chose {chosen}: {reason}.")
     return chosen
@@ -87,13 +87,29 @@ def ensure_prerequisites(
         say("warn", f"`inv up` (Adminer) will need {names}: run `inv setup` to install it.")
         return
     if backend == "compose":
-        what = "; ".join(f"{c.name}: {c.problem or 'not found'}" for c in missing)
-        raise StackError(
-            f"The compose backend needs Docker: {what}. Install Docker Engine and Compose v2 "
-            "(https://docs.docker.com/engine/install/), or set STACK_BACKEND=native in "
-            "the env file."
-        )
+        _ensure_docker(yes=yes)
+        return
     _install(missing, yes=yes, with_tools=with_tools)
+
+
+def _ensure_docker(*, yes: bool) -> None:
+    """Install (apt, after asking) and start a Docker engine, and link Compose v2 if missing."""
+    from scripts import docker_engine
+
+    if not yes and docker_engine.engine_version() is None:
+        answer = confirm("Install and/or start the Docker engine (docker.io) and Compose v2?")
+        if answer is None:
+            raise StackError(
+                "No Docker engine answers: run `inv setup --yes` to install and start one, or "
+                "set STACK_BACKEND=native in the env file."
+            )
+        if not answer:
+            raise StackError("Nothing was installed. Set STACK_BACKEND=native to use no Docker.")
+        yes = True
+    report = docker_engine.ensure_engine(yes=yes)
+    say("ok", docker_engine.describe(report))
+    version = docker_engine.ensure_compose(sys.executable)
+    say("ok", f"Docker Compose {version}")
 
 
 def _install(missing: list[prerequisites.Check], *, yes: bool, with_tools: bool) -> None:

@@ -8,8 +8,16 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from scripts.console import display_path
+from scripts.errors import StackError
+
+if TYPE_CHECKING:
+    from scripts.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,23 @@ def _sockets_of(process: Path) -> set[str]:
         if target.startswith("socket:["):
             inodes.add(target[8:-1])
     return inodes
+
+
+def ensure_free(settings: Settings, services: Sequence[str]) -> None:
+    """Refuse, before anything starts, when a port of `services` is taken by someone else."""
+    key_of = {"postgres": "POSTGRES_PORT", "redis": "REDIS_PORT", "adminer": "ADMINER_PORT"}
+    taken = []
+    for service in services:
+        port = int(settings.values[key_of[service]])
+        if not is_free(settings.bind_address, port):
+            owners = ", ".join(o.describe() for o in listeners(port))
+            taken.append(
+                f"port {port} ({service}) on {settings.bind_address} is in use by {owners}, "
+                f"which is not part of this stack: stop it or set {key_of[service]} in "
+                f"{display_path(settings.env_file)} to a free port"
+            )
+    if taken:
+        raise StackError("Nothing was started: " + "; ".join(taken) + ".")
 
 
 def _listening_inodes(port: int) -> set[str]:

@@ -134,10 +134,10 @@ def native_checks(with_tools: bool) -> list[Check]:
 
 
 def compose_checks() -> list[Check]:
-    from scripts.backends.compose import compose_version, engine_answers
+    from scripts.docker_engine import compose_version, engine_version
 
     docker = shutil.which("docker")
-    engine = engine_answers() if docker else None
+    engine = engine_version() if docker else None
     compose = compose_version() if docker else None
     return [
         Check("Docker CLI", docker, "compose", {"apt": ("docker.io",)}),

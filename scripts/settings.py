@@ -29,6 +29,7 @@ DEFAULTS: dict[str, str | None] = {
     "STACK_BACKEND": "auto",
     "COMPOSE_PROJECT_NAME": "ai_marketplace",
     "STACK_STATE_DIR": ".stack",
+    "BACKUP_DIR": "backups",
     "BIND_ADDRESS": "127.0.0.1",
     "STACK_READY_TIMEOUT": "60",
     "POSTGRES_IMAGE": "postgres:15",
@@ -104,6 +105,7 @@ class Settings:
     backend: str  # auto | compose | native, as configured
     project: str
     state_dir: Path
+    backup_dir: Path
     bind_address: str
     ready_timeout: float
     postgres_image: str
@@ -272,6 +274,11 @@ def problems_in(raw: Mapping[str, str]) -> list[str]:
         for key in PASSWORD_KEYS
         if key in raw and not raw[key]
     ]
+    if re.search(r'["\\\s]', raw.get("REDIS_PASSWORD", "")):
+        problems.append(
+            "REDIS_PASSWORD contains a quote, backslash or white space, which Redis's config "
+            "file cannot hold: choose a password without them."
+        )
     if _positive(text("STACK_READY_TIMEOUT")) is None:
         problems.append(
             f"STACK_READY_TIMEOUT={text('STACK_READY_TIMEOUT')!r} is not a positive number "
@@ -282,8 +289,11 @@ def problems_in(raw: Mapping[str, str]) -> list[str]:
         for key in ("POSTGRES_IMAGE", "REDIS_IMAGE", "ADMINER_IMAGE")
         if not text(key)
     ]
-    if not text("STACK_STATE_DIR"):
-        problems.append("STACK_STATE_DIR is empty: name a directory, e.g. .stack.")
+    problems += [
+        f"{key} is empty: name a directory, e.g. {DEFAULTS[key]}."
+        for key in ("STACK_STATE_DIR", "BACKUP_DIR")
+        if not text(key)
+    ]
     return problems
 
 
@@ -332,6 +342,7 @@ def _build(path: Path, raw: dict[str, str]) -> Settings:
         f"redis://default:{quote(redis_password, safe='')}@{url_host}:{ports['REDIS_PORT']}/0"
     )
     state_dir = Path(text("STACK_STATE_DIR")).expanduser()
+    backup_dir = Path(text("BACKUP_DIR")).expanduser()
     values = dict(raw)
     values.update(DATABASE_URL=database_url, REDIS_URL=redis_url, STACK_BACKEND=backend)
     return Settings(
@@ -339,6 +350,7 @@ def _build(path: Path, raw: dict[str, str]) -> Settings:
         backend=backend,
         project=text("COMPOSE_PROJECT_NAME"),
         state_dir=state_dir if state_dir.is_absolute() else ROOT / state_dir,
+        backup_dir=backup_dir if backup_dir.is_absolute() else ROOT / backup_dir,
         bind_address=bind,
         ready_timeout=float(text("STACK_READY_TIMEOUT")),
         postgres_image=text("POSTGRES_IMAGE"),

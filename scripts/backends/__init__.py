@@ -6,7 +6,9 @@ Tasks never branch on the backend; they call `get_backend(settings)` and use the
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from scripts.errors import StackError
@@ -61,14 +63,28 @@ class Backend(Protocol):
     def redis_cli(self, args: Sequence[str]) -> int:
         """Run redis-cli on the stack's Redis, authenticated."""
 
+    def pg_command(self, tool: str, args: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+        """argv and environment that run a PostgreSQL client tool (pg_dump, pg_restore, psql)
+        of the server's major version against the stack, logged in as the stack's user."""
+
+    def pg_input(self, local: Path) -> AbstractContextManager[str]:
+        """The path under which the pg tools see a local file or directory (for reading)."""
+
+    def pg_output_dir(self, local: Path) -> AbstractContextManager[str]:
+        """A path where the pg tools may write a directory that ends up at `local` once the
+        block exits without an error."""
+
+    def copy_service_file(self, service: str, relative: str, target: Path) -> None:
+        """Copy a file from a service's data directory (e.g. redis's dump.rdb) to `target`."""
+
 
 def resolve_backend_name(settings: Settings) -> str:
     """auto -> compose when a Docker engine with Compose v2 answers, else native."""
     if settings.backend != "auto":
         return settings.backend
-    from scripts.backends.compose import compose_version, engine_answers
+    from scripts.docker_engine import compose_version, engine_version
 
-    return "compose" if engine_answers() and compose_version() else "native"
+    return "compose" if engine_version() and compose_version() else "native"
 
 
 def get_backend(settings: Settings, name: str | None = None) -> Backend:

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
-import socket
+import secrets
 import subprocess
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from scripts import ports
 from scripts.backends import CORE, SERVICES, ServiceState
 from scripts.errors import StackError
 
@@ -41,58 +42,6 @@ def compose_argv(settings: Settings, *args: str) -> list[str]:
         settings.project,
         *args,
     ]
-
-
-def engine_answers(timeout: float = 1.0) -> str | None:
-    """The engine's version when a Docker engine answers on DOCKER_HOST (or the default socket).
-
-    Talks to the API directly: spawning `docker info` costs more than the answer.
-    """
-    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-    try:
-        if host.startswith("unix://"):
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(timeout)
-            sock.connect(host[len("unix://") :])
-        elif host.startswith("tcp://"):
-            address, _, port = host[len("tcp://") :].rpartition(":")
-            sock = socket.create_connection((address, int(port)), timeout=timeout)
-        else:
-            return None  # ssh:// and friends: let the docker CLI decide
-        with sock:
-            sock.sendall(b"GET /version HTTP/1.0\r\nHost: docker\r\n\r\n")
-            reply = b""
-            while chunk := sock.recv(65536):
-                reply += chunk
-    except (OSError, ValueError):
-        return None
-    head, _, body = reply.partition(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.") or b" 200 " not in head.split(b"\r\n", 1)[0]:
-        return None
-    try:
-        return str(json.loads(body).get("Version", "unknown"))
-    except ValueError:
-        return "unknown"
-
-
-def compose_version() -> str | None:
-    """Compose v2's version, or None when `docker compose` is not available."""
-    if shutil.which("docker") is None:
-        return None
-    try:
-        result = subprocess.run(
-            ["docker", "compose", "version", "--short"],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=20,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    version = result.stdout.strip().lstrip("v")
-    if result.returncode != 0 or not version[:1].isdigit() or version.startswith("1."):
-        return None
-    return version
 
 
 def profile_args(services: Sequence[str]) -> list[str]:
@@ -142,6 +91,7 @@ class ComposeBackend:
         running = self._running()
         wanted = [s for s in SERVICES if s in services and s not in running]
         if wanted:
+            ports.ensure_free(self.settings, wanted)
             self._run(*profile_args(services), "up", "--detach", *wanted)
         return wanted
 
@@ -160,8 +110,16 @@ class ComposeBackend:
 
     def destroy(self) -> list[str]:
         volumes = self._volumes()
+        network = f"{self.settings.project}_network"
+        listed = subprocess.run(
+            ["docker", "network", "ls", "--quiet", "--filter", f"name=^{network}$"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         self._run("--profile", "*", "down", "--volumes", "--remove-orphans")
-        return [*(f"volume {v}" for v in volumes), f"network {self.settings.project}_network"]
+        removed = [f"volume {v}" for v in volumes]
+        return removed + ([f"network {network}"] if listed.stdout.strip() else [])
 
     def _volumes(self) -> list[str]:
         result = subprocess.run(
@@ -231,11 +189,32 @@ class ComposeBackend:
         return f"container {self.container(service)} is {state}: see `inv logs -s {service}`"
 
     def logs(self, services: Sequence[str], follow: bool, tail: int) -> None:
-        args = ["--profile", "*", "logs", "--tail", str(tail)]
+        """One `docker compose logs` per service, its lines prefixed with the service name
+        (Compose itself would prefix the container name)."""
+        width = max(len(s) for s in services)
+        args = ["--profile", "*", "logs", "--no-log-prefix", "--tail", str(tail)]
         if follow:
             args.append("--follow")
-        with contextlib.suppress(KeyboardInterrupt):
-            self._run(*args, *services, capture=False, check=False)
+        readers = []
+        env = self.settings.subprocess_env()
+        lock = threading.Lock()
+        for service in services:
+            proc = subprocess.Popen(
+                compose_argv(self.settings, *args, service),
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+            thread = threading.Thread(target=_prefix_lines, args=(proc, service, width, lock))
+            thread.start()
+            readers.append((proc, thread))
+        try:
+            for proc, thread in readers:
+                thread.join()
+                proc.wait()
+        except KeyboardInterrupt:
+            for proc, _ in readers:
+                proc.terminate()
 
     def _exec(self, service: str, argv: Sequence[str]) -> int:
         tty = [] if sys.stdin.isatty() and sys.stdout.isatty() else ["-T"]
@@ -249,10 +228,50 @@ class ComposeBackend:
             argv += ["-v", "ON_ERROR_STOP=1", "-c", sql]
         return self._exec("postgres", argv)
 
+    def pg_command(self, tool: str, args: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+        # The tools of the server's own image, over its trusted Unix socket: the host needs
+        # no PostgreSQL client and no password crosses a command line.
+        argv = compose_argv(
+            self.settings, "exec", "-T", "postgres", tool, "-U", self.settings.postgres_user
+        )
+        return [*argv, *args], self.settings.subprocess_env()
+
+    @contextlib.contextmanager
+    def pg_input(self, local: Path) -> Iterator[str]:
+        inside = f"/tmp/aim-{secrets.token_hex(6)}"  # noqa: S108 - the container's own /tmp
+        self._run("cp", str(local), f"postgres:{inside}")
+        try:
+            yield inside
+        finally:
+            self._run("exec", "-T", "postgres", "rm", "-rf", inside, check=False)
+
+    @contextlib.contextmanager
+    def pg_output_dir(self, local: Path) -> Iterator[str]:
+        inside = f"/tmp/aim-{secrets.token_hex(6)}"  # noqa: S108 - the container's own /tmp
+        try:
+            yield inside
+            self._run("cp", f"postgres:{inside}", str(local))
+        finally:
+            self._run("exec", "-T", "postgres", "rm", "-rf", inside, check=False)
+
+    def copy_service_file(self, service: str, relative: str, target: Path) -> None:
+        data = {"postgres": "/var/lib/postgresql/data", "redis": "/data"}[service]
+        self._run("cp", f"{service}:{data}/{relative}", str(target))
+
     def redis_cli(self, args: Sequence[str]) -> int:
         # The password comes from the container's own environment, never from our argv.
         script = 'REDISCLI_AUTH="$REDIS_PASSWORD" exec redis-cli "$@"'
         return self._exec("redis", ["sh", "-c", script, "redis-cli", *args])
+
+
+def _prefix_lines(
+    proc: subprocess.Popen[bytes], service: str, width: int, lock: threading.Lock
+) -> None:
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        line = raw.decode("utf-8", "replace").rstrip("\n")
+        with lock:
+            print(f"{service:<{width}} | {line}", flush=True)
 
 
 def _parse_size(text: str) -> int:

@@ -143,7 +143,7 @@ class NativeBackend:
         if not wanted:
             return []
         self._check_tools(wanted)
-        self._check_ports(wanted)
+        ports.ensure_free(self.settings, wanted)
         for directory in (self.state, self.logs_dir, self.run_dir, self.redis_data):
             directory.mkdir(parents=True, exist_ok=True)
         started: list[str] = []
@@ -165,23 +165,6 @@ class NativeBackend:
         if missing:
             what = "; ".join(f"{c.name}: {c.problem or 'not found'}" for c in missing)
             raise StackError(f"Missing for the native backend: {what}. Run `inv setup` first.")
-
-    def _check_ports(self, services: Sequence[str]) -> None:
-        s = self.settings
-        port_of = {"postgres": s.postgres_port, "redis": s.redis_port, "adminer": s.adminer_port}
-        key_of = {"postgres": "POSTGRES_PORT", "redis": "REDIS_PORT", "adminer": "ADMINER_PORT"}
-        taken = []
-        for service in services:
-            port = port_of[service]
-            if not ports.is_free(s.bind_address, port):
-                owners = ", ".join(o.describe() for o in ports.listeners(port))
-                taken.append(
-                    f"port {port} ({service}) on {s.bind_address} is in use by {owners}, which "
-                    f"is not part of this stack: stop it or set {key_of[service]} in "
-                    f"{_display(s.env_file)} to a free port"
-                )
-        if taken:
-            raise StackError("Nothing was started: " + "; ".join(taken) + ".")
 
     def _start_postgres(self) -> None:
         data = self.pg_data
@@ -471,24 +454,29 @@ class NativeBackend:
                     offsets[service] = _print_new(service, width, path, offsets[service])
                 time.sleep(0.2)
 
-    def psql(self, sql: str | None, extra: Sequence[str] = ()) -> int:
+    def pg_command(self, tool: str, args: Sequence[str]) -> tuple[list[str], dict[str, str]]:
         s = self.settings
-        argv = [
-            str(self._bindir() / "psql"),
-            "-h",
-            s.connect_host,
-            "-p",
-            str(s.postgres_port),
-            "-U",
-            s.postgres_user,
-            "-d",
-            s.postgres_db,
-            *extra,
-        ]
+        argv = [str(self._bindir() / tool), "-h", s.connect_host, "-p", str(s.postgres_port)]
+        argv += ["-U", s.postgres_user, *args]
+        return argv, {**os.environ, "PGPASSWORD": s.postgres_password.reveal()}
+
+    @contextlib.contextmanager
+    def pg_input(self, local: Path) -> Iterator[str]:
+        yield str(local)  # the tools run on this machine
+
+    @contextlib.contextmanager
+    def pg_output_dir(self, local: Path) -> Iterator[str]:
+        yield str(local)
+
+    def copy_service_file(self, service: str, relative: str, target: Path) -> None:
+        data = {"postgres": self.pg_data, "redis": self.redis_data}[service]
+        shutil.copyfile(data / relative, target)
+
+    def psql(self, sql: str | None, extra: Sequence[str] = ()) -> int:
+        args = ["-d", self.settings.postgres_db, *extra]
         if sql is not None:
-            argv += ["-v", "ON_ERROR_STOP=1", "-c", sql]
-        env = {**os.environ, "PGPASSWORD": s.postgres_password.reveal()}
-        return _run_interactive(argv, env)
+            args += ["-v", "ON_ERROR_STOP=1", "-c", sql]
+        return _run_interactive(*self.pg_command("psql", args))
 
     def redis_cli(self, args: Sequence[str]) -> int:
         s = self.settings

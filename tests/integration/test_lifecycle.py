@@ -325,9 +325,9 @@ def test_up_adds_adminer_and_down_stops_everything(running: Settings, inv: Inv) 
         assert not listening_addresses(port), f"something listens on {port} after `inv down`"
 
 
-def _converse(argv: list[str], lines: list[bytes], expect: bytes, timeout: float = 60) -> bytes:
-    """Run a command on a pseudo-terminal, type `lines` (Enter is \\r, as a keyboard sends),
-    return what it printed."""
+def _converse(argv: list[str], lines: list[bytes], prompt: bytes, timeout: float = 60) -> bytes:
+    """Run a command on a pseudo-terminal and type each of `lines` at its `prompt`, the way a
+    person does (Enter is \\r, as a keyboard sends it); return everything it printed."""
     import fcntl
     import os
     import pty
@@ -350,23 +350,24 @@ def _converse(argv: list[str], lines: list[bytes], expect: bytes, timeout: float
     )
     os.close(terminal)
     output = b""
+    since_typed = b""
     deadline = time.monotonic() + timeout
     pending = list(lines)
     try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([controller], [], [], 0.2)
+        while time.monotonic() < deadline and process.poll() is None:
+            ready, _, _ = select.select([controller], [], [], 0.1)
             if ready:
                 try:
                     chunk = os.read(controller, 4096)
                 except OSError:
                     break  # the command ended and closed the terminal
-                if not chunk:
-                    break
                 output += chunk
-            elif pending:
+                since_typed += chunk
+                if b"\x1b[6n" in chunk:  # "where is the cursor?", as a terminal answers it
+                    os.write(controller, b"\x1b[1;1R")
+            elif pending and since_typed.rstrip().endswith(prompt.rstrip()):
                 os.write(controller, pending.pop(0))
-            if expect in output and not pending and process.poll() is not None:
-                break
+                since_typed = b""
         process.wait(timeout=10)
     finally:
         if process.poll() is None:
@@ -379,13 +380,13 @@ def test_db_shell_and_redis_cli_are_interactive_on_a_terminal(running: Settings)
     shell = _converse(
         [sys.executable, "-m", "invoke", "db.shell"],
         [b"SELECT 6 * 7 AS answer;\r", b"\\q\r"],
-        b"42",
+        b"=#",
     )
     assert b"answer" in shell and b"42" in shell, shell.decode(errors="replace")
 
     cli = _converse(
         [sys.executable, "-m", "invoke", "redis.cli"],
         [b"ECHO interactive-hello\r", b"quit\r"],
-        b"interactive-hello",
+        b">",
     )
     assert b'"interactive-hello"' in cli, cli.decode(errors="replace")

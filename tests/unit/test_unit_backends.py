@@ -27,12 +27,12 @@ from scripts.backends.compose import (
     ComposeBackend,
     _parse_size,
     compose_argv,
-    compose_version,
-    engine_answers,
     profile_args,
 )
 from scripts.backends.native import RELOCATED_ROOT, NativeBackend
+from scripts.docker_engine import compose_version, engine_version
 from scripts.errors import StackError
+from scripts.ports import ensure_free
 from scripts.processes import RunAs, alive
 from scripts.settings import ROOT, Settings
 from tests.unit.unit_support import (
@@ -114,50 +114,53 @@ def engine(requests: list[str], status: int = 200) -> type[socketserver.StreamRe
     return http_handler(respond, requests)
 
 
-def test_engine_answers_none_for_a_missing_socket(
+def test_engine_version_none_for_a_missing_socket(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/missing.sock")
-    assert engine_answers() is None
+    assert engine_version() is None
 
 
-def test_engine_answers_the_version_on_a_unix_socket(
+def test_engine_version_the_version_on_a_unix_socket(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     requests: list[str] = []
     with serve_unix(tmp_path / "d.sock", engine(requests)) as path:
         monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
-        assert engine_answers() == "28.0.0"
-    assert requests == ["GET /version HTTP/1.0"]
+        assert engine_version() == "28.0.0"
+    assert requests == ["GET /version HTTP/1.1"]
 
 
-def test_engine_answers_the_version_on_tcp(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_engine_version_the_version_on_tcp(monkeypatch: pytest.MonkeyPatch) -> None:
     with serve_tcp(engine([])) as port:
         monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{port}")
-        assert engine_answers() == "28.0.0"
+        assert engine_version() == "28.0.0"
 
 
-def test_engine_answers_none_when_the_api_says_no(
+def test_engine_version_none_when_the_api_says_no(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with serve_unix(tmp_path / "d.sock", engine([], status=500)) as path:
         monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
-        assert engine_answers() is None
+        assert engine_version() is None
 
 
-def test_engine_answers_none_for_a_socket_that_is_not_an_engine(
+def test_engine_version_none_for_a_socket_that_is_not_an_engine(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "s.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.bind(str(path))  # exists, nobody accepts
         monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
-        assert engine_answers() is None
+        assert engine_version() is None
 
 
-def test_engine_answers_leaves_ssh_hosts_to_the_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_engine_version_leaves_ssh_hosts_to_the_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("DOCKER_HOST", "ssh://user@build-host")
-    assert engine_answers() is None
+    monkeypatch.setenv("PATH", str(tmp_path))  # no docker CLI to ask: no engine
+    assert engine_version() is None
 
 
 @pytest.mark.parametrize(
@@ -380,15 +383,14 @@ def test_native_ignores_a_pid_file_naming_another_program(settings: Settings) ->
         other.wait()
 
 
-def test_native_refuses_a_port_taken_by_another_program(tmp_path: Path) -> None:
+def test_a_port_taken_by_another_program_is_refused_before_starting(tmp_path: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = int(taken.getsockname()[1])
         settings = generated_settings(tmp_path, {"REDIS_PORT": str(port)})
-        backend = NativeBackend(settings)
         with pytest.raises(StackError) as caught:
-            backend._check_ports(["redis"])
+            ensure_free(settings, ["redis"])
     message = caught.value.message
     assert message.startswith("Nothing was started: ")
     assert f"port {port} (redis) on 127.0.0.1 is in use by " in message

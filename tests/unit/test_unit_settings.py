@@ -274,8 +274,16 @@ def test_mask_url_hides_only_the_password() -> None:
 # --- derived URLs ---------------------------------------------------------------------------
 
 
+def test_a_redis_password_its_config_file_cannot_hold_is_refused(tmp_path: Path) -> None:
+    for bad in ("with space", 'with"quote', "back\\slash"):
+        path = write_env(tmp_path / "stack.env", {"REDIS_PASSWORD": f"'{bad}'"})
+        with pytest.raises(SettingsError, match="REDIS_PASSWORD contains a quote") as caught:
+            load({"STACK_ENV_FILE": str(path)})
+        assert bad not in caught.value.message
+
+
 def test_derived_urls_quote_special_characters(tmp_path: Path) -> None:
-    password = "p@ss:w/rd?#% x"
+    password = "p@ss:w/rd?#%x&"
     path = write_env(
         tmp_path / "stack.env",
         {"POSTGRES_PASSWORD": f"'{password}'", "REDIS_PASSWORD": f"'{password}'"},
