@@ -81,7 +81,7 @@ def integration(session: nox.Session) -> None:
     env_file = work / "stack.env"
     env = {"STACK_ENV_FILE": str(env_file), "PYTHONDONTWRITEBYTECODE": "1"}
     if env_file.exists():  # left behind by an interrupted run: take that stack down first
-        session.run("inv", "reset", "--yes", env=env, success_codes=[0, 1])
+        session.run("inv", "reset", "--yes", "--no-backup", env=env, success_codes=[0, 1])
         env_file.unlink()
     postgres_port, redis_port, adminer_port = _free_ports(3)
     # `inv init` writes these into the new env file, with generated passwords.
@@ -90,6 +90,7 @@ def integration(session: nox.Session) -> None:
         "STACK_BACKEND": backend,
         "COMPOSE_PROJECT_NAME": f"aim_test_{backend}",
         "STACK_STATE_DIR": str(work / "state"),
+        "BACKUP_DIR": str(work / "backups"),
         "POSTGRES_PORT": str(postgres_port),
         "REDIS_PORT": str(redis_port),
         "ADMINER_PORT": str(adminer_port),
@@ -103,7 +104,7 @@ def integration(session: nox.Session) -> None:
         pytest_args = args or ["tests/integration", f"--ignore=tests/integration/{other}"]
         session.run("pytest", *pytest_args, env=env)
     finally:
-        session.run("inv", "reset", "--yes", env=env)
+        session.run("inv", "reset", "--yes", "--no-backup", env=env)
         if engine is not None:
             from scripts.docker_engine import stop_engine
 

@@ -7,6 +7,7 @@ Each task parses its arguments, calls one function in `scripts`, and prints. A S
 from __future__ import annotations
 
 import functools
+import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -35,6 +36,9 @@ def user_errors(func: F) -> F:
             return func(*args, **kwargs)
         except StackError as exc:
             raise Exit(f"✘ {exc.message}", code=exc.exit_code) from None
+        except BrokenPipeError:  # output piped into a reader that left (head): end quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise Exit(code=1) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -75,6 +79,11 @@ def init(c: Context, yes: bool = False) -> None:
 
     report = stack.up(settings, backend, ("postgres", "redis"))
     _report_up(report, "postgres and redis")
+    from scripts import migrations
+
+    applied = migrations.migrate(settings)
+    if applied:
+        say("ok", f"Applied migrations: {', '.join(f'{a.version}_{a.name}' for a in applied)}")
     say("info", "Connection (full URLs with passwords are in the env file):")
     for label, value in stack.connection_lines(settings).items():
         print(f"    {label:<13} {value}")
@@ -133,7 +142,7 @@ def down(c: Context) -> None:
 @task
 @user_errors
 def clean(c: Context) -> None:
-    """Stop everything, remove leftovers (pid files, logs); keep data."""
+    """Stop all, remove leftovers (pid files, logs); keep data."""
     from scripts import stack
     from scripts.console import say
 
@@ -142,26 +151,46 @@ def clean(c: Context) -> None:
     say("ok", "Removed: " + ", ".join(removed) if removed else "Nothing to clean.")
 
 
-@task(help={"yes": "Do not ask; delete the data (for scripts and CI)."})
+@task(
+    help={
+        "yes": "Do not ask; delete the data (for scripts and CI).",
+        "backup": "Take a safety backup of the database first (default). --no-backup skips it.",
+    }
+)
 @user_errors
-def reset(c: Context, yes: bool = False) -> None:
-    """Delete all data (database, Redis, volumes) after asking."""
+def reset(c: Context, yes: bool = False, backup: bool = True) -> None:
+    """Delete all data after asking and a safety backup."""
     from scripts import stack
-    from scripts.console import confirm, say
-    from scripts.errors import StackError
+    from scripts.backups import restore_command
+    from scripts.console import say
 
     settings, backend = _open()
     if not yes:
-        answer = confirm(
-            f"Delete every PostgreSQL and Redis data of this stack ({backend.where()})?"
+        _ask(
+            f"Delete every PostgreSQL and Redis data of this stack ({backend.where()})?",
+            "reset deletes all data: run `inv reset --yes` to confirm.",
         )
-        if answer is None:
-            raise StackError("reset deletes all data: run `inv reset --yes` to confirm.")
-        if not answer:
-            raise StackError("Nothing was deleted.", exit_code=1)
-    removed = stack.reset(settings, backend)
+    saved, removed = stack.reset(settings, backend, safety_backup=backup)
+    if saved is not None:
+        say("ok", f"Safety backup: {saved}")
     say("ok", "Deleted: " + ", ".join(removed) if removed else "There was no data to delete.")
     say("info", "Run `inv init` (or `inv up-core`) to start again from the seed data.")
+    if saved is not None:
+        say(
+            "info", f"To get the old database back: `inv up-core`, then `{restore_command(saved)}`."
+        )
+
+
+def _ask(question: str, without_terminal: str) -> None:
+    """Go on only when the user says yes; without a terminal, refuse with the given advice."""
+    from scripts.console import confirm
+    from scripts.errors import StackError
+
+    answer = confirm(question)
+    if answer is None:
+        raise StackError(without_terminal)
+    if not answer:
+        raise StackError("Nothing was changed.")
 
 
 # --- observing ------------------------------------------------------------------------------
@@ -274,7 +303,7 @@ def status(c: Context, json: bool = False) -> None:
 )
 @user_errors
 def logs(c: Context, services: str = "", follow: bool = False, tail: int = 100) -> None:
-    """Show logs of all services or -s postgres,redis; --follow streams."""
+    """Show logs (all, or -s postgres,redis); --follow streams."""
     from scripts.backends import check_services
 
     names = check_services([s.strip() for s in services.split(",") if s.strip()])
@@ -309,8 +338,194 @@ def redis_cli(c: Context, command: str | None = None) -> None:
         raise Exit(code=code)
 
 
-db = Collection("db", db_shell)
-redis = Collection("redis", redis_cli)
+# --- data -----------------------------------------------------------------------------------
+
+
+@task(
+    name="backup",
+    help={
+        "format": "custom (default: compressed, parallel restore), sql (gzipped plain SQL) or "
+        "directory (parallel dump with --jobs).",
+        "name": "File name instead of <database>-<UTC time>.",
+        "jobs": "Parallel dump jobs (directory format only).",
+    },
+)
+@user_errors
+def db_backup(c: Context, format: str = "custom", name: str | None = None, jobs: int = 1) -> None:
+    """Back up the database: snapshot, checksum, manifest."""
+    from scripts import backups
+    from scripts.console import display_path, human_size, progress, say
+
+    settings, backend = _open()
+    with progress("pg_dump") as report:
+        result = backups.create(
+            settings, backend, fmt=format, name=name, jobs=jobs, progress=report
+        )
+    m = result.manifest
+    rows = sum(m.tables.values())
+    say(
+        "ok",
+        f"{display_path(result.path)}: {human_size(m.size)}, {len(m.tables)} tables, "
+        f"{rows} rows, {m.seconds:.2f} s (sha256 {m.sha256[:12]}…)",
+    )
+    say("info", f"Restore it with: {backups.restore_command(result.path)}")
+
+
+@task(name="backups")
+@user_errors
+def db_backups(c: Context) -> None:
+    """List backups: name, format, size, age, checksum verified."""
+    from scripts import backups
+    from scripts.console import display_path, human_size, table
+
+    settings, _ = _open(announce=False)
+    found = backups.list_backups(settings)
+    if not found:
+        print(f"No backups in {display_path(settings.backup_dir)} yet: `inv db.backup` makes one.")
+        return
+    table(
+        f"Backups in {display_path(settings.backup_dir)}",
+        ["Name", "Format", "Size", "Age", "Check"],
+        [
+            [i.path.name, i.format, human_size(i.size), _age(i.created), i.verified]
+            for i in reversed(found)
+        ],
+    )
+
+
+def _age(created: Any) -> str:
+    import datetime as dt
+
+    seconds = (dt.datetime.now(dt.UTC) - created).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+@task(
+    name="prune",
+    help={"keep": "How many of the newest backups to keep.", "yes": "Do not ask."},
+)
+@user_errors
+def db_prune(c: Context, keep: int, yes: bool = False) -> None:
+    """Delete the oldest backups, keeping the newest --keep N."""
+    from scripts import backups
+    from scripts.console import say
+
+    settings, _ = _open(announce=False)
+    doomed = backups.prune_candidates(settings, keep)
+    if not doomed:
+        say("ok", f"Nothing to prune: {keep} or fewer backups.")
+        return
+    names = ", ".join(i.path.name for i in doomed)
+    if not yes:
+        _ask(
+            f"Delete {len(doomed)} backup(s): {names}?",
+            f"db.prune deletes {len(doomed)} backup(s): run `inv db.prune --keep {keep} --yes`.",
+        )
+    for info in doomed:
+        backups.delete(info)
+    say("ok", f"Deleted {names}.")
+
+
+LATEST = "--latest"
+
+
+@task(
+    name="restore",
+    help={
+        "file": "Backup file or directory (custom, directory, .sql, .sql.gz), or --latest for "
+        "the newest one in BACKUP_DIR.",
+        "into": "Restore into this new database beside the live one instead of replacing it.",
+        "jobs": "Parallel restore jobs for custom and directory backups (default 2).",
+        "yes": "Do not ask before replacing the live database.",
+    },
+)
+@user_errors
+def db_restore(
+    c: Context, file: str, into: str | None = None, jobs: int = 2, yes: bool = False
+) -> None:
+    """Restore a backup: checked, loaded aside, then swapped in."""
+    from pathlib import Path
+
+    from scripts import backups, restore, stack
+    from scripts.console import display_path, progress, say
+
+    settings, backend = _open()
+    # invoke has no optional positional arguments; `--latest` is a value of FILE (it is no
+    # flag of this task, so the parser hands it to the positional FILE).
+    path = backups.latest(settings) if file == LATEST else Path(file).expanduser().absolute()
+    checked = restore.check(path, backend)
+    say("ok", f"{display_path(path)}: {checked.format} backup, checks passed")
+    if into is None and not yes:
+        _ask(
+            f"Replace database {settings.postgres_db!r} with this backup?",
+            f"db.restore replaces database {settings.postgres_db!r}: add --yes to confirm, or "
+            "restore beside it with --into NAME.",
+        )
+    with stack.locked(settings), progress("pg_restore") as report:
+        result = restore.restore(settings, backend, checked, into=into, jobs=jobs, progress=report)
+    action = "replaced" if result.replaced else "created"
+    say("ok", f"Database {result.database!r} {action} in {result.seconds:.2f} s:")
+    for name, count in result.counts.items():
+        print(f"    {name:<24} {count:>10} rows")
+
+
+@task(name="backup")
+@user_errors
+def redis_backup(c: Context) -> None:
+    """Copy Redis's data at one point in time (BGSAVE)."""
+    from scripts import backups
+    from scripts.console import display_path, human_size, say
+
+    settings, backend = _open()
+    result = backups.redis_snapshot(settings, backend)
+    say("ok", f"{display_path(result.path)}: {result.keys} keys, {human_size(result.size)}")
+
+
+@task(name="migrate")
+@user_errors
+def db_migrate(c: Context) -> None:
+    """Apply new SQL migrations, each once, in a transaction."""
+    from scripts import migrations
+    from scripts.console import say
+
+    settings, _ = _open()
+    applied = migrations.migrate(settings)
+    for a in applied:
+        say("ok", f"{a.version}_{a.name}.sql applied in {a.seconds:.2f} s")
+    say("ok", f"Applied {len(applied)} migration(s)." if applied else "No new migrations.")
+
+
+@task(
+    name="seed",
+    help={
+        "scale": "Also generate N users (scaled_<n>@example.com, password scaled123!) with "
+        "about 0.2 agents, 3 reviews and 3 transactions each: 45000 is ~100 MB, "
+        "470000 ~1 GB.",
+    },
+)
+@user_errors
+def db_seed(c: Context, scale: int = 0) -> None:
+    """Re-apply the dev seed; --scale N adds load-test data."""
+    from scripts import seed
+    from scripts.console import human_size, progress, say
+
+    settings, _ = _open()
+    counts = seed.seed(settings)
+    say("ok", "Dev seed applied: " + ", ".join(f"{t} {n}" for t, n in counts.items()))
+    if scale:  # a negative --scale reaches seed_scale, which refuses it
+        with progress("generating") as report:
+            added = seed.seed_scale(
+                settings, scale, progress=lambda step, done, total: report(done, total, step)
+            )
+        size = human_size(seed.database_size(settings))
+        say("ok", "Added " + ", ".join(f"{n} {t}" for t, n in added.items()) + f"; now {size}")
+
+
+db = Collection("db", db_shell, db_backup, db_backups, db_prune, db_restore, db_migrate, db_seed)
+redis = Collection("redis", redis_cli, redis_backup)
 ns = Collection(init, setup, up_core, up, down, clean, reset, health, status, logs, db, redis)
 
 if __name__ == "__main__":  # pragma: no cover - `inv` is the entry point

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 MARKS = {"ok": ("✔", "32"), "fail": ("✘", "31"), "warn": ("!", "33"), "info": ("·", "36")}
@@ -59,6 +59,34 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> 
     for row in rows:
         grid.add_row(*row)
     Console(no_color=not _colour(), soft_wrap=True).print(grid)
+
+
+@contextlib.contextmanager
+def progress(label: str) -> Iterator[Callable[[int, int, str], None]]:
+    """A progress callback (done, total, what): a bar on a terminal, plain lines otherwise."""
+    if sys.stdout.isatty():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, transient=True) as bar:
+            task = bar.add_task(label, total=None)
+
+            def draw(done: int, total: int, what: str) -> None:
+                bar.update(task, completed=done, total=total, description=f"{label} {what}")
+
+            yield draw
+        return
+    printed = -1
+
+    def line(done: int, total: int, what: str) -> None:
+        nonlocal printed
+        tenth = done * 10 // max(total, 1)
+        if tenth != printed:  # at most about ten lines, however many tables
+            printed = tenth
+            with contextlib.suppress(BrokenPipeError):  # the reader left: keep working
+                print(f"{label}: {done}/{total} ({what})", flush=True)
+
+    yield line
 
 
 def confirm(question: str) -> bool | None:

@@ -11,6 +11,7 @@ import fcntl
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from scripts import console, probes
 from scripts.backends import CORE, SERVICES, Backend, ServiceState, get_backend
@@ -51,19 +52,28 @@ def probe_for(settings: Settings, service: str) -> Callable[[], ProbeResult]:
     return lambda: probes.probe_http(host, port)
 
 
+_HELD: set[str] = set()  # lock files this process holds: nested `locked` blocks pass through
+
+
 @contextlib.contextmanager
 def locked(settings: Settings) -> Iterator[None]:
     """One changing command per stack at a time; a second one waits, then sees the result."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    with (settings.state_dir / ".lock").open("a") as handle:
+    path = settings.state_dir / ".lock"
+    if str(path) in _HELD:
+        yield
+        return
+    with path.open("a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             console.say("info", "Another command is changing this stack; waiting for it…")
             fcntl.flock(handle, fcntl.LOCK_EX)
+        _HELD.add(str(path))
         try:
             yield
         finally:
+            _HELD.discard(str(path))
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
@@ -121,9 +131,30 @@ def open_backend(settings: Settings) -> Backend:
     return get_backend(settings)
 
 
-def reset(settings: Settings, backend: Backend) -> list[str]:
+def reset(
+    settings: Settings, backend: Backend, *, safety_backup: bool
+) -> tuple[Path | None, list[str]]:
+    """Delete the stack's data; first take a backup of the database unless told not to.
+
+    Returns the safety backup (None when there was no database or none was wanted) and
+    what was deleted.
+    """
+    from scripts import backups
+
     with locked(settings):
-        return backend.destroy()
+        saved = None
+        if safety_backup and backend.has_database():
+            try:
+                up(settings, backend, ("postgres",))
+                saved = backups.create(
+                    settings, backend, name=f"before-reset-{backups.timestamp()}"
+                ).path
+            except StackError as exc:
+                raise StackError(
+                    f"Nothing was deleted: the safety backup failed ({exc.message.rstrip('.')}). "
+                    "Fix that, or run `inv reset --yes --no-backup` to delete without one."
+                ) from None
+        return saved, backend.destroy()
 
 
 def down(settings: Settings, backend: Backend) -> list[str]:

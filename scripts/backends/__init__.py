@@ -48,6 +48,9 @@ class Backend(Protocol):
     def destroy(self) -> list[str]:
         """Stop everything and delete the data; return what was deleted."""
 
+    def has_database(self) -> bool:
+        """Whether PostgreSQL data exists (initialised), running or not."""
+
     def states(self) -> dict[str, ServiceState]:
         """State of every service, running or not."""
 

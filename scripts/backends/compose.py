@@ -108,6 +108,9 @@ class ComposeBackend:
         self._run("--profile", "*", "down", "--remove-orphans")
         return ["containers and network of project " + self.settings.project]
 
+    def has_database(self) -> bool:
+        return f"{self.settings.project}_postgres_data" in self._volumes()
+
     def destroy(self) -> list[str]:
         volumes = self._volumes()
         network = f"{self.settings.project}_network"

@@ -418,6 +418,9 @@ class NativeBackend:
             removed.append(_display(path))
         return removed
 
+    def has_database(self) -> bool:
+        return (self.pg_data / "PG_VERSION").exists()
+
     def destroy(self) -> list[str]:
         self.stop()
         removed = []

@@ -31,7 +31,14 @@ EXPECTED_TASKS = {
     "status",
     "logs",
     "db.shell",
+    "db.backup",
+    "db.backups",
+    "db.prune",
+    "db.restore",
+    "db.migrate",
+    "db.seed",
     "redis.cli",
+    "redis.backup",
 }
 
 

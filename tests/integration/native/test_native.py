@@ -109,7 +109,7 @@ def throwaway() -> Iterator[Throwaway]:
     try:
         yield copy
     finally:
-        copy.inv("reset", "--yes")
+        copy.inv("reset", "--yes", "--no-backup")
         shutil.rmtree(parent, ignore_errors=True)
 
 
@@ -162,7 +162,7 @@ def test_a_state_dir_the_server_account_cannot_enter_still_works(throwaway: Thro
         target = link
     assert (target / "PG_VERSION").exists()
 
-    assert throwaway.inv("reset", "--yes").returncode == 0
+    assert throwaway.inv("reset", "--yes", "--no-backup").returncode == 0
     assert not target.exists(), "reset must delete the relocated data dir too"
     assert not link.exists() and not link.is_symlink()
 
@@ -195,7 +195,7 @@ def test_the_stack_runs_as_a_normal_user() -> None:
         assert (user.state / "postgres_data").stat().st_uid == expected_uid
         assert user.inv("down").returncode == 0
     finally:
-        user.inv("reset", "--yes")
+        user.inv("reset", "--yes", "--no-backup")
         shutil.rmtree(parent, ignore_errors=True)
 
 
