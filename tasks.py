@@ -311,6 +311,43 @@ def logs(c: Context, services: str = "", follow: bool = False, tail: int = 100) 
     backend.logs(names, follow, tail)
 
 
+@task(
+    help={
+        "offline": "Skip the checks that need running services (fast; no stack needed).",
+        "json": "Print JSON for machines instead of a table.",
+    }
+)
+@user_errors
+def validate(c: Context, offline: bool = False, json: bool = False) -> None:
+    """Check tools, .env, compose file, SQL, ports, services, security."""
+    from scripts import validate_setup
+    from scripts.console import mark, table
+
+    report = validate_setup.run(offline=offline)
+    counts = report.counts()
+    if json:
+        import json as jsonlib
+
+        print(jsonlib.dumps(report.as_json(), indent=2))
+    else:
+        marks = {"pass": "ok", "warn": "warn", "fail": "fail", "skip": "info"}
+        rows, shown = [], ""
+        for check in sorted(report.checks, key=lambda c: validate_setup.AREAS.index(c.area)):
+            fix = f" → {check.fix}" if check.fix and check.status in ("fail", "warn") else ""
+            area = check.area if check.area != shown else ""
+            shown = check.area
+            rows.append([area, f"{mark(marks[check.status])} {check.name}", check.finding + fix])
+        table(
+            "inv validate" + (" --offline" if offline else ""), ["Area", "Check", "Finding"], rows
+        )
+        print(
+            f"{counts['pass']} passed, {counts['warn']} warnings, {counts['fail']} failed, "
+            f"{counts['skip']} skipped"
+        )
+    if counts["fail"]:
+        raise Exit(code=1)
+
+
 # --- clients --------------------------------------------------------------------------------
 
 
@@ -526,7 +563,9 @@ def db_seed(c: Context, scale: int = 0) -> None:
 
 db = Collection("db", db_shell, db_backup, db_backups, db_prune, db_restore, db_migrate, db_seed)
 redis = Collection("redis", redis_cli, redis_backup)
-ns = Collection(init, setup, up_core, up, down, clean, reset, health, status, logs, db, redis)
+ns = Collection(
+    init, setup, up_core, up, down, clean, reset, health, status, logs, validate, db, redis
+)
 
 if __name__ == "__main__":  # pragma: no cover - `inv` is the entry point
     sys.exit("Run tasks with `inv`, e.g. `inv --list`.")

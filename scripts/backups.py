@@ -499,7 +499,7 @@ def redis_snapshot(settings: Settings, backend: Backend, timeout: float = 300) -
             raise StackError(
                 f"Redis did not answer {args[0]} ({exc}): start it with `inv up-core`."
             ) from None
-        return reply.decode() if isinstance(reply, bytes) else reply
+        return reply.decode() if isinstance(reply, bytes) else str(reply)
 
     def info() -> dict[str, str]:
         lines = ask("INFO", "persistence").splitlines()

@@ -246,7 +246,10 @@ def _resp_command(*args: str) -> bytes:
     return b"".join(out)
 
 
-def _resp_read(conn: _Conn) -> str | bytes:
+RespValue = str | bytes | list["RespValue"]
+
+
+def _resp_read(conn: _Conn) -> RespValue:
     line = bytearray()
     while not line.endswith(b"\r\n"):
         line += conn.recv_exact(1)
@@ -262,7 +265,9 @@ def _resp_read(conn: _Conn) -> str | bytes:
         if size < 0:
             return b""
         return conn.recv_exact(size + 2)[:-2]
-    raise ProtocolError(f"unexpected Redis reply {line!r}")
+    if kind == b"*":
+        return [_resp_read(conn) for _ in range(max(0, int(rest)))]
+    raise ProtocolError(f"unexpected Redis reply {bytes(line)!r}")
 
 
 class RedisError(Exception):
@@ -271,7 +276,7 @@ class RedisError(Exception):
 
 def redis_command(
     address: tuple[str, int], password: str | None, *args: str, timeout: float = 2.0
-) -> str | bytes:
+) -> RespValue:
     """AUTH (when a password is given), then one command; return its reply."""
     conn = _Conn(*address, timeout)
     try:

@@ -224,7 +224,11 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     """Read the env file named by STACK_ENV_FILE (default .env), apply the environment."""
     environ = os.environ if environ is None else environ
     path = env_file_path(environ)
-    from_file = read_env_file(path, environ)
+    return _build(path, merge(read_env_file(path, environ), environ))
+
+
+def merge(from_file: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str]:
+    """Every key the stack reads: process environment, else the env file, else the default."""
     merged: dict[str, str] = {}
     for key, default in DEFAULTS.items():
         if key in environ:
@@ -233,7 +237,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             merged[key] = from_file[key]
         elif default is not None:
             merged[key] = default
-    return _build(path, merged)
+    return merged
 
 
 def problems_in(raw: Mapping[str, str]) -> list[str]:

@@ -30,6 +30,7 @@ EXPECTED_TASKS = {
     "health",
     "status",
     "logs",
+    "validate",
     "db.shell",
     "db.backup",
     "db.backups",
