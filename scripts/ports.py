@@ -41,6 +41,11 @@ def is_free(host: str, port: int) -> bool:
         except OSError as exc:
             if exc.errno in (errno.EADDRINUSE, errno.EACCES):
                 return False
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise StackError(
+                    f"BIND_ADDRESS={host} is not an address of this machine: use 127.0.0.1, "
+                    "0.0.0.0 or one of the addresses `ip -brief address` lists."
+                ) from None
             raise
     return True
 

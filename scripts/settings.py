@@ -171,7 +171,7 @@ def parse_env_text(text: str, lookup: Mapping[str, str] | None = None) -> dict[s
             continue
         match = _LINE.match(raw)
         if match is None:
-            continue  # not KEY=VALUE: ignored, as Docker Compose does
+            continue  # not KEY=VALUE: `inv validate` reports it (Docker Compose refuses it)
         key, value = match["key"], match["value"]
         quoted = _QUOTED.match(value)
         if quoted and quoted["single"] is not None:

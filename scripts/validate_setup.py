@@ -112,7 +112,12 @@ def _backend_name(settings: Settings | None, environ: Mapping[str, str]) -> str:
 
     if settings is not None:
         return resolve_backend_name(settings)
-    configured = environ.get("STACK_BACKEND", "auto").strip().lower()
+    path = env_file_path(environ)
+    try:  # the env file's choice counts even when another of its keys is bad
+        from_file = parse_env_text(path.read_text(encoding="utf-8"), environ)
+    except (OSError, UnicodeDecodeError):
+        from_file = {}
+    configured = merge(from_file, environ).get("STACK_BACKEND", "auto").strip().lower()
     if configured in ("native", "compose"):
         return configured
     from scripts.docker_engine import compose_version, engine_version
@@ -212,7 +217,12 @@ def _env_file(report: Report, environ: Mapping[str, str]) -> Settings | None:
         "" if not mode & 0o077 else f"chmod 600 {shown}",
     )
     _git_ignored(report, path)
-    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        what = "is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "cannot be read"
+        report.add(area, "readable", "fail", f"{shown} {what}", "save it as UTF-8, readable by you")
+        return None
     from_file = parse_env_text(text, environ)
     _unknown_keys(report, text)
     problems = problems_in(merge(from_file, environ))
@@ -262,9 +272,9 @@ def _unknown_keys(report: Report, text: str) -> None:
             report.add(
                 "Env file",
                 f"line {number}",
-                "warn",
-                f"line {number} is not KEY=VALUE and is ignored",
-                "fix or remove it",
+                "fail",
+                f"line {number} is not KEY=VALUE: Docker Compose refuses such a file",
+                "fix or remove the line",
             )
             continue
         key = match[1]
@@ -526,14 +536,22 @@ def _parse(report: Report, path: Path) -> None:
 
 
 def _ports(report: Report, settings: Settings, backend: Backend) -> None:
-    states = backend.states()
+    try:
+        states = backend.states()
+    except StackError:  # e.g. no Docker engine: the Tools area says so; judge ports alone
+        states = {}
     for service, key in (
         ("postgres", "POSTGRES_PORT"),
         ("redis", "REDIS_PORT"),
         ("adminer", "ADMINER_PORT"),
     ):
         port = int(settings.values[key])
-        if ports.is_free(settings.bind_address, port):
+        try:
+            free = ports.is_free(settings.bind_address, port)
+        except StackError as exc:  # BIND_ADDRESS is not an address of this machine
+            report.add("Ports", f"{service} {port}", "fail", exc.message, "fix BIND_ADDRESS")
+            continue
+        if free:
             report.add("Ports", f"{service} {port}", "pass", "free")
             continue
         owners = ports.listeners(port)
@@ -557,8 +575,8 @@ def _ours(
     backend: Backend,
     port: int,
 ) -> str:
-    state = states[service]
-    if not state.running:
+    state = states.get(service)
+    if state is None or not state.running:
         return ""
     if backend.name == "native":
         pid = int(state.detail.removeprefix("pid ")) if state.detail.startswith("pid ") else -1
