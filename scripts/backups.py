@@ -469,6 +469,21 @@ def delete(info: BackupInfo) -> None:
     manifest_path(info.path).unlink(missing_ok=True)
 
 
+def remove_abandoned(settings: Settings, idle: float = 600) -> list[str]:
+    """Delete partial backups nothing has written to for `idle` seconds (a killed backup's);
+    a running backup writes continuously, so it is never touched."""
+    import time
+
+    removed = []
+    if settings.backup_dir.is_dir():
+        for path in settings.backup_dir.glob(PARTIAL_PREFIX + "*"):
+            files = [path, *path.iterdir()] if path.is_dir() else [path]
+            if time.time() - max(f.stat().st_mtime for f in files) > idle:
+                _remove(path)
+                removed.append(display_path(path))
+    return removed
+
+
 def restore_command(path: Path) -> str:
     return f"inv db.restore {display_path(path)}"
 

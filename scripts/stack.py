@@ -163,8 +163,12 @@ def down(settings: Settings, backend: Backend) -> list[str]:
 
 
 def clean(settings: Settings, backend: Backend) -> list[str]:
+    """Stop everything, remove the backend's leftovers and abandoned partial backups."""
+    from scripts import backups
+
     with locked(settings):
-        return backend.clean()
+        removed = backend.clean()
+        return removed + backups.remove_abandoned(settings)
 
 
 def connection_lines(settings: Settings) -> Mapping[str, str]:
