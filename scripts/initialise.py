@@ -6,8 +6,6 @@
 from __future__ import annotations
 
 import os
-import shlex
-import subprocess
 import sys
 
 from scripts import prerequisites
@@ -113,34 +111,11 @@ def _ensure_docker(*, yes: bool) -> None:
 
 
 def _install(missing: list[prerequisites.Check], *, yes: bool, with_tools: bool) -> None:
-    packaged = [c for c in missing if "apt" in c.packages or "brew" in c.packages]
-    commands = prerequisites.install_commands(packaged)
-    if packaged and not commands:
-        raise StackError(prerequisites.manual_instructions(packaged))
-    names = ", ".join(c.name for c in missing)
-    shown = " && ".join(shlex.join(cmd) for cmd in commands) or "apt-get download adminer"
-    if not yes:
-        answer = confirm(f"Install {names} with `{shown}`?")
-        if answer is None:
-            raise StackError(
-                f"Missing {names}: run `inv setup --yes` to install with `{shown}`, "
-                "or run that yourself."
-            )
-        if not answer:
-            raise StackError(f"Nothing was installed. To install by hand: {shown}")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in commands:
-        say("info", f"Running: {shlex.join(command)}")
-        result = subprocess.run(command, env=env, check=False)
-        if result.returncode != 0:
-            raise StackError(
-                f"`{shlex.join(command)}` failed with exit code {result.returncode}: "
-                "see its output above, fix that, and run `inv setup` again."
-            )
+    prerequisites.install(missing, yes=yes, again="inv setup --yes")
     if any("adminer.php" in c.packages for c in missing):
         page = prerequisites.fetch_adminer()
         say("ok", f"Fetched adminer.php from Debian's adminer package into {page}.")
     still = [c for c in prerequisites.native_checks(with_tools) if not c.ok]
     if still:
         raise StackError(prerequisites.manual_instructions(still))
-    say("ok", f"Installed {names}.")
+    say("ok", "Installed " + ", ".join(c.name for c in missing) + ".")

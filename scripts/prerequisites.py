@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -170,6 +171,42 @@ def install_commands(missing: list[Check]) -> list[list[str]]:
         if brew and shutil.which("brew"):
             commands.append(["brew", "install", *brew])
     return commands
+
+
+def install(missing: list[Check], *, yes: bool, again: str) -> None:
+    """Install the packages behind `missing` with this machine's package manager.
+
+    Asks first unless `yes`; without a terminal to ask, or where this machine cannot install
+    (no package manager, no root or sudo), raises a StackError with the exact command.
+    `again` is the command to run afterwards (e.g. "inv setup --yes").
+    """
+    from scripts.console import confirm, say
+
+    packaged = [c for c in missing if "apt" in c.packages or "brew" in c.packages]
+    commands = install_commands(packaged)
+    if packaged and not commands:
+        raise StackError(manual_instructions(packaged))
+    if not commands:
+        return
+    names = ", ".join(c.name for c in packaged)
+    shown = " && ".join(shlex.join(cmd) for cmd in commands)
+    if not yes:
+        answer = confirm(f"Install {names} with `{shown}`?")
+        if answer is None:
+            raise StackError(
+                f"Missing {names}: run `{again}` to install with `{shown}`, or run that yourself."
+            )
+        if not answer:
+            raise StackError(f"Nothing was installed. To install by hand: {shown}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in commands:
+        say("info", f"Running: {shlex.join(command)}")
+        result = subprocess.run(command, env=env, check=False)
+        if result.returncode != 0:
+            raise StackError(
+                f"`{shlex.join(command)}` failed with exit code {result.returncode}: see its "
+                f"output above, fix that, and run `{again}`."
+            )
 
 
 def manual_instructions(missing: list[Check]) -> str:

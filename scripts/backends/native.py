@@ -350,16 +350,28 @@ class NativeBackend:
 
     def _start_adminer(self) -> None:
         s = self.settings
-        page = prerequisites.adminer_php()
+        page = prerequisites.fetch_adminer()  # checks the recorded sha256 (fetches on mismatch)
         wrapper_dir = self.state / "adminer"
-        wrapper_dir.mkdir(exist_ok=True)
+        sessions = wrapper_dir / "php"  # this stack's own sessions and login-attempt counter
+        sessions.mkdir(parents=True, exist_ok=True, mode=0o700)
         wrapper = wrapper_dir / "index.php"
         server = f"{s.connect_host}:{s.postgres_port}"
         wrapper.write_text(_ADMINER_WRAPPER.format(server=server, adminer=_php_string(page)))
         host = f"[{s.bind_address}]" if ":" in s.bind_address else s.bind_address
         php = shutil.which("php") or "php"
         proc = processes.spawn(
-            [php, "-S", f"{host}:{s.adminer_port}", "-t", str(wrapper_dir), str(wrapper)],
+            [
+                php,
+                "-d",
+                f"sys_temp_dir={sessions}",
+                "-d",
+                f"session.save_path={sessions}",
+                "-S",
+                f"{host}:{s.adminer_port}",
+                "-t",
+                str(wrapper_dir),
+                str(wrapper),
+            ],
             self.log_file("adminer"),
         )
         (self.run_dir / "adminer.pid").write_text(f"{proc.pid}\n")
