@@ -6,9 +6,11 @@ its own stack (own env file, ports, project name and state dir) and never touche
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,51 +66,134 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
-@nox.session
-def integration(session: nox.Session) -> None:
-    """Integration tests on an isolated live stack: -- [--backend native|compose] [pytest args]."""
+@contextlib.contextmanager
+def _isolated_stacks(
+    session: nox.Session, backends: Sequence[str], project_prefix: str
+) -> Iterator[dict[str, dict[str, str]]]:
+    """Start one isolated stack per backend with `inv init` and yield each one's environment.
+
+    Each stack has its own env file, free ports, project name (`PREFIX_BACKEND`), state dir
+    and backup dir under the session's tmp dir. At the end every stack is reset and a Docker
+    engine the session started is stopped again.
+    """
+    init = ["inv", "init"] + (["--yes"] if os.environ.get("CI") else [])
+    envs: dict[str, dict[str, str]] = {}
+    engine: EngineReport | None = None
+    try:
+        for backend in backends:
+            work = Path(session.create_tmp()) / f"stack-{backend}"
+            env_file = work / "stack.env"
+            env = {"STACK_ENV_FILE": str(env_file), "PYTHONDONTWRITEBYTECODE": "1"}
+            if env_file.exists():  # left behind by an interrupted run: take that stack down first
+                session.run("inv", "reset", "--yes", "--no-backup", env=env, success_codes=[0, 1])
+                env_file.unlink()
+            postgres_port, redis_port, adminer_port = _free_ports(3)
+            # `inv init` writes these into the new env file, with generated passwords.
+            init_env = {
+                **env,
+                "STACK_BACKEND": backend,
+                "COMPOSE_PROJECT_NAME": f"{project_prefix}_{backend}",
+                "STACK_STATE_DIR": str(work / "state"),
+                "BACKUP_DIR": str(work / "backups"),
+                "POSTGRES_PORT": str(postgres_port),
+                "REDIS_PORT": str(redis_port),
+                "ADMINER_PORT": str(adminer_port),
+                "STACK_READY_TIMEOUT": "120",
+            }
+            if backend == "compose" and engine is None:
+                engine = _docker_for_tests(session)
+            envs[backend] = env
+            session.run(*init, env=init_env)
+        yield envs
+    finally:
+        try:
+            for env in envs.values():
+                session.run("inv", "reset", "--yes", "--no-backup", env=env)
+        finally:
+            if engine is not None:
+                from scripts.docker_engine import stop_engine
+
+                stop_engine(engine)  # only when this session started it
+
+
+def _backend_option(session: nox.Session) -> tuple[str, list[str]]:
+    """`--backend native|compose` (default native) out of the posargs; the rest go to pytest."""
     args = list(session.posargs)
     backend = "native"
     if "--backend" in args:
         at = args.index("--backend")
         if at + 1 >= len(args) or args[at + 1] not in ("native", "compose"):
-            session.error("Usage: nox -s integration -- [--backend native|compose] [pytest args]")
+            session.error(
+                f"Usage: nox -s {session.name} -- [--backend native|compose] [pytest args]"
+            )
         backend = args[at + 1]
         del args[at : at + 2]
+    return backend, args
+
+
+@nox.session
+def integration(session: nox.Session) -> None:
+    """Integration tests on an isolated live stack: -- [--backend native|compose] [pytest args]."""
+    backend, args = _backend_option(session)
     install_group(session, "test")
 
-    work = Path(session.create_tmp()) / f"stack-{backend}"
-    env_file = work / "stack.env"
-    env = {"STACK_ENV_FILE": str(env_file), "PYTHONDONTWRITEBYTECODE": "1"}
-    if env_file.exists():  # left behind by an interrupted run: take that stack down first
-        session.run("inv", "reset", "--yes", "--no-backup", env=env, success_codes=[0, 1])
-        env_file.unlink()
-    postgres_port, redis_port, adminer_port = _free_ports(3)
-    # `inv init` writes these into the new env file, with generated passwords.
-    init_env = {
-        **env,
-        "STACK_BACKEND": backend,
-        "COMPOSE_PROJECT_NAME": f"aim_test_{backend}",
-        "STACK_STATE_DIR": str(work / "state"),
-        "BACKUP_DIR": str(work / "backups"),
-        "POSTGRES_PORT": str(postgres_port),
-        "REDIS_PORT": str(redis_port),
-        "ADMINER_PORT": str(adminer_port),
-        "STACK_READY_TIMEOUT": "120",
-    }
-    init = ["inv", "init"] + (["--yes"] if os.environ.get("CI") else [])
-    engine = _docker_for_tests(session) if backend == "compose" else None
-    try:
-        session.run(*init, env=init_env)
+    with _isolated_stacks(session, [backend], "aim_test") as envs:
         other = "compose" if backend == "native" else "native"
         pytest_args = args or ["tests/integration", f"--ignore=tests/integration/{other}"]
-        session.run("pytest", *pytest_args, env=env)
-    finally:
-        session.run("inv", "reset", "--yes", "--no-backup", env=env)
-        if engine is not None:
-            from scripts.docker_engine import stop_engine
+        session.run("pytest", *pytest_args, env=envs[backend])
 
-            stop_engine(engine)  # only when this session started it
+
+@nox.session(default=False)
+def e2e(session: nox.Session) -> None:
+    """Adminer in headless Chromium on an isolated stack: -- [--backend B] [pytest args]."""
+    backend, args = _backend_option(session)
+    session.env["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"  # Debian's Chromium, never a download
+    install_group(session, "e2e")
+    sys.path.insert(0, str(ROOT))  # the project's own package, next to this file
+    from scripts.browser import ensure_chromium
+    from scripts.errors import StackError
+
+    try:
+        session.log(f"Chromium: {ensure_chromium()}")
+    except StackError as exc:
+        session.error(str(exc))
+
+    with _isolated_stacks(session, [backend], "aim_e2e") as envs:
+        session.run("inv", "up", env=envs[backend])  # the tools profile: Adminer
+        session.run("pytest", *(args or ["tests/e2e"]), env=envs[backend])
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmark against the raw tools: -- [--backend B] [--sizes S] [--runs N] [--quick]."""
+    sys.path.insert(0, str(ROOT))  # the project's own packages, next to this file
+    from scripts.docker_engine import engine_version
+    from scripts.errors import StackError
+    from tests.bench.options import UsageError, parse
+
+    try:
+        options = parse(session.posargs)
+    except UsageError as exc:
+        session.error(str(exc))
+    backends = ["native"] if options.native_wanted else []
+    if options.compose_required:
+        backends.append("compose")
+    elif options.compose_wanted:
+        try:
+            answers = engine_version() is not None
+        except StackError as exc:
+            session.log(f"Docker engine not usable ({exc}): no compose figures.")
+            answers = False
+        if answers:
+            backends.append("compose")
+        else:
+            session.log("No Docker engine answers: no compose figures.")
+    install_group(session)
+
+    with _isolated_stacks(session, backends, "aim_bench") as envs:
+        stacks = [f"--stack={backend}={env['STACK_ENV_FILE']}" for backend, env in envs.items()]
+        work = Path(session.create_tmp()) / "work"
+        session.run("python", "-m", "tests.bench", *stacks, f"--work={work}", *session.posargs)
 
 
 def _docker_for_tests(session: nox.Session) -> EngineReport:

@@ -348,6 +348,29 @@ def validate(c: Context, offline: bool = False, json: bool = False) -> None:
         raise Exit(code=1)
 
 
+@task(name="open")
+@user_errors
+def open_adminer(c: Context) -> None:
+    """Print Adminer's URL with the login filled in; open a browser."""
+    from scripts import browser, probes, stack
+    from scripts.console import display_path, say
+    from scripts.errors import StackError
+
+    settings, backend = _open()
+    probe = probes.probe_http(*stack.address(settings, "adminer"))
+    if not probe.ok:
+        raise StackError(f"Adminer is not running ({probe.detail}): `inv up` starts it.")
+    url = browser.adminer_url(settings, backend.name)
+    print(f"    {url}")
+    say("info", f"Password: POSTGRES_PASSWORD in {display_path(settings.env_file)}.")
+    if not browser.has_display():
+        say("info", "No display here: open the URL above in a browser.")
+    elif browser.open_in_browser(url):
+        say("ok", "Opened in your browser.")
+    else:
+        say("warn", "No browser could be started: open the URL above yourself.")
+
+
 # --- clients --------------------------------------------------------------------------------
 
 
@@ -561,11 +584,44 @@ def db_seed(c: Context, scale: int = 0) -> None:
         say("ok", "Added " + ", ".join(f"{n} {t}" for t, n in added.items()) + f"; now {size}")
 
 
+@task(
+    name="diagram",
+    help={
+        "output": "Directory for schema.svg, schema.png and schema.mmd. Default: docs/, which "
+        "also updates the diagram in README.md.",
+        "yes": "Install Graphviz (dot) without asking when it is missing.",
+    },
+)
+@user_errors
+def db_diagram(c: Context, output: str | None = None, yes: bool = False) -> None:
+    """Draw the live schema: ER diagram as SVG, PNG and Mermaid."""
+    from pathlib import Path
+
+    from scripts import diagram
+    from scripts.console import display_path, say
+
+    settings, _ = _open()
+    target = None if output is None else Path(output).expanduser().absolute()
+    written = diagram.write(settings, target, yes=yes)
+    files = ", ".join(display_path(p) for p in written.files)
+    say("ok", f"{written.tables} tables, {written.foreign_keys} foreign keys: {files}")
+    if written.readme:
+        say("ok", f"{display_path(diagram.README)}: diagram updated between the schema markers.")
+    elif target is None:
+        say(
+            "warn",
+            f"{display_path(diagram.README)} has no {diagram.START_MARKER} and "
+            f"{diagram.END_MARKER} markers: add them where the diagram belongs.",
+        )
+
+
 db = Collection("db", db_shell, db_backup, db_backups, db_prune, db_restore, db_migrate, db_seed)
 redis = Collection("redis", redis_cli, redis_backup)
 ns = Collection(
     init, setup, up_core, up, down, clean, reset, health, status, logs, validate, db, redis
 )
+ns.add_task(open_adminer)
+db.add_task(db_diagram)
 
 if __name__ == "__main__":  # pragma: no cover - `inv` is the entry point
     sys.exit("Run tasks with `inv`, e.g. `inv --list`.")

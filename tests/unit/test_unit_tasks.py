@@ -31,6 +31,7 @@ EXPECTED_TASKS = {
     "status",
     "logs",
     "validate",
+    "open",
     "db.shell",
     "db.backup",
     "db.backups",
@@ -38,6 +39,7 @@ EXPECTED_TASKS = {
     "db.restore",
     "db.migrate",
     "db.seed",
+    "db.diagram",
     "redis.cli",
     "redis.backup",
 }
