@@ -30,8 +30,12 @@ def user_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import signal
+
         from scripts.errors import StackError
 
+        # SIGTERM (kill, a CI timeout) unwinds like Ctrl-C, so partial files get removed.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
         try:
             return func(*args, **kwargs)
         except StackError as exc:
@@ -450,6 +454,7 @@ def db_backups(c: Context) -> None:
             [i.path.name, i.format, human_size(i.size), _age(i.created), i.verified]
             for i in reversed(found)
         ],
+        whole=("Name",),
     )
 
 
@@ -468,11 +473,14 @@ def _age(created: Any) -> str:
     help={"keep": "How many of the newest backups to keep.", "yes": "Do not ask."},
 )
 @user_errors
-def db_prune(c: Context, keep: int, yes: bool = False) -> None:
+def db_prune(c: Context, keep: int = -1, yes: bool = False) -> None:
     """Delete the oldest backups, keeping the newest --keep N."""
     from scripts import backups
     from scripts.console import say
+    from scripts.errors import StackError
 
+    if keep == -1:  # invoke types an option by its default: -1 means "not given"
+        raise StackError("Say how many backups to keep: `inv db.prune --keep N`.")
     settings, _ = _open(announce=False)
     doomed = backups.prune_candidates(settings, keep)
     if not doomed:

@@ -149,10 +149,15 @@ def create(
     if jobs > 1 and fmt != "directory":
         raise StackError("--jobs needs --format directory (pg_dump writes in parallel only there).")
     final = settings.backup_dir / _name(settings, fmt, name)
-    if final.exists():
+    if final.exists() and name is not None:
         raise StackError(f"{display_path(final)} exists already: choose another --name.")
+    for number in range(2, 100):  # two backups within one second get -2, -3, ...
+        if not final.exists():
+            break
+        final = settings.backup_dir / _name(settings, fmt, f"{final.name.split('.')[0]}-{number}")
     settings.backup_dir.mkdir(parents=True, exist_ok=True)
     partial = final.with_name(PARTIAL_PREFIX + final.name)
+    manifest_partial = manifest_path(partial)
     started = dt.datetime.now(dt.UTC)
     try:
         with snapshot(settings) as (conn, snapshot_id):
@@ -168,23 +173,36 @@ def create(
                 digest, size = _dump_stream(backend, args, partial, len(tables), progress)
             counts = row_counts(conn, tables)
             version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+        manifest = Manifest(
+            file=final.name,
+            format=fmt,
+            sha256=digest,
+            size=size,
+            database=settings.postgres_db,
+            server_version=version,
+            created_at=started.isoformat(timespec="seconds"),
+            seconds=round((dt.datetime.now(dt.UTC) - started).total_seconds(), 3),
+            tables=counts,
+        )
+        # Both files complete and fsynced under temporary names first; then the renames.
+        _write_private(manifest_partial, json.dumps(asdict(manifest), indent=2) + "\n")
         partial.rename(final)
+        manifest_partial.rename(manifest_path(final))
         _fsync_dir(final.parent)
+    except ToolFailed as exc:
+        _remove(partial)
+        _remove(manifest_partial)
+        if "No space left on device" in exc.detail:
+            raise _write_failed(partial, OSError(28, "No space left on device")) from None
+        raise
+    except OSError as exc:
+        _remove(partial)
+        _remove(manifest_partial)
+        raise _write_failed(partial, exc) from None
     except BaseException:
         _remove(partial)
+        _remove(manifest_partial)
         raise
-    manifest = Manifest(
-        file=final.name,
-        format=fmt,
-        sha256=digest,
-        size=size,
-        database=settings.postgres_db,
-        server_version=version,
-        created_at=started.isoformat(timespec="seconds"),
-        seconds=round((dt.datetime.now(dt.UTC) - started).total_seconds(), 3),
-        tables=counts,
-    )
-    _write_private(manifest_path(final), json.dumps(asdict(manifest), indent=2) + "\n")
     return BackupResult(final, manifest)
 
 
@@ -267,10 +285,19 @@ def run_tool(
     finally:
         reader.join()
     if proc.returncode != 0:
-        detail = errors[-1] if errors else f"exit code {proc.returncode}"
-        if "No space left on device" in detail:
-            raise StackError(f"{name} ran out of disk space ({detail}): free some space.")
-        raise StackError(f"{name} failed: {detail}.")
+        # With --jobs the last lines only say a worker died; the first error is the cause.
+        causes = [e for e in errors if "worker process died" not in e] or errors
+        detail = causes[0] if causes else f"exit code {proc.returncode}"
+        raise ToolFailed(name, detail)
+
+
+class ToolFailed(StackError):
+    """A pg tool ended with an error; `detail` is its first error line."""
+
+    def __init__(self, tool: str, detail: str) -> None:
+        super().__init__(f"{tool} failed: {detail.rstrip('.')}.")
+        self.tool = tool
+        self.detail = detail
 
 
 def _follow(
@@ -281,7 +308,7 @@ def _follow(
     assert stream is not None
     for raw in stream:
         line = raw.decode("utf-8", "replace").strip()
-        what = re.search(r"processing data for table \"?([^\"]+)\"?", line)
+        what = re.search(r"(?:processing data for|dumping contents of) table \"?([^\"]+)\"?", line)
         if what:
             seen.add(what[1])
             if progress is not None:
@@ -323,14 +350,13 @@ def hash_file(path: Path) -> tuple[str, int]:
 
 
 def _write_private(path: Path, text: str) -> None:
-    partial = path.with_name(PARTIAL_PREFIX + path.name)
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Write a small file readable by its owner alone, fsynced; `path` as given (callers that
+    need atomicity pass a temporary name and rename it)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
-    partial.rename(path)
-    _fsync_dir(path.parent)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -554,9 +580,12 @@ def redis_snapshot(settings: Settings, backend: Backend, timeout: float = 300) -
         _remove(partial)
         raise
     digest, size = hash_file(final)
+    manifest = manifest_path(final)
     _write_private(
-        manifest_path(final),
+        manifest_path(partial),
         json.dumps({"file": final.name, "sha256": digest, "size": size, "keys": keys}, indent=2)
         + "\n",
     )
+    manifest_path(partial).rename(manifest)
+    _fsync_dir(manifest.parent)
     return RedisBackup(final, keys, size)

@@ -49,16 +49,25 @@ def human_size(size: int | None) -> str:
     return f"{value:.1f} GiB"
 
 
-def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+def table(
+    title: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    whole: Sequence[str] = (),
+) -> None:
+    """Print a table; `whole` names columns never cut (file names to copy and paste)."""
     from rich.console import Console
     from rich.table import Table
 
     grid = Table(title=title, title_justify="left", header_style="bold")
     for column in columns:
-        grid.add_column(column)
+        grid.add_column(column, no_wrap=column in whole)
     for row in rows:
         grid.add_row(*row)
-    Console(no_color=not _colour(), soft_wrap=True).print(grid)
+    # Into a pipe or a CI log: wide enough that nothing is cut (rich assumes 80 columns).
+    width = None if sys.stdout.isatty() else 200
+    Console(no_color=not _colour(), soft_wrap=True, width=width).print(grid)
 
 
 @contextlib.contextmanager

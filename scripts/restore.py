@@ -65,8 +65,8 @@ def check(path: Path, backend: Backend) -> Checked:
     entries = 0
     if fmt in ("custom", "directory"):
         entries = _toc_entries(path, backend)
-    elif fmt == "sql.gz" and manifest is None:
-        _check_gzip(path)
+    else:
+        _check_plain_sql(path, compressed=fmt == "sql.gz")
     return Checked(path, fmt, manifest, entries)
 
 
@@ -85,16 +85,33 @@ def _toc_entries(path: Path, backend: Backend) -> int:
     return sum(1 for line in result.stdout.splitlines() if " TABLE DATA " in line)
 
 
-def _check_gzip(path: Path) -> None:
-    """Decompress the whole file once: gzip's CRC and length catch truncation and damage."""
+# psql meta-commands a pg_dump plain file may hold; any other (\connect, \!, \o, ...) could act
+# outside the scratch database, so such a file is refused.
+_ALLOWED_META = (b"\\restrict", b"\\unrestrict")
+
+
+def _check_plain_sql(path: Path, *, compressed: bool) -> None:
+    """Read the whole file once: gzip's CRC and length catch truncation and damage, and no
+    psql meta-command may point the restore at another database or the shell."""
+    in_copy = False
     try:
-        with gzip.open(path, "rb") as handle:
-            while handle.read(1 << 20):
-                pass
+        with gzip.open(path, "rb") if compressed else path.open("rb") as handle:
+            for number, line in enumerate(handle, 1):
+                if in_copy:
+                    in_copy = line.rstrip(b"\r\n") != b"\\."
+                elif line.startswith(b"COPY ") and line.rstrip().endswith(b"FROM stdin;"):
+                    in_copy = True
+                elif line.startswith(b"\\") and not line.startswith(_ALLOWED_META):
+                    command = line.split()[0].decode("utf-8", "replace")
+                    raise StackError(
+                        f"{display_path(path)} holds the psql command {command} (line {number}), "
+                        "which could act outside the scratch database: restore it with psql "
+                        "yourself, or remove that line. Nothing was changed."
+                    )
     except (OSError, EOFError) as exc:
         raise StackError(
-            f"{display_path(path)} is a damaged or truncated gzip file ({exc}). Nothing was "
-            "changed; restore another backup."
+            f"{display_path(path)} could not be read to the end ({exc}): it is damaged or "
+            "truncated. Nothing was changed; restore another backup."
         ) from None
 
 
@@ -128,8 +145,19 @@ def restore(
             sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(scratch))
         )
     try:
-        _load(backend, checked, scratch, jobs=jobs, progress=progress)
+        try:
+            _load(backend, checked, scratch, jobs=jobs, progress=progress)
+        except backups.ToolFailed as exc:
+            raise StackError(
+                f"{display_path(checked.path)} could not be restored ({exc.tool}: "
+                f"{exc.detail.rstrip('.')}). The live database was not touched."
+            ) from None
         counts = _counts(settings, scratch)
+        if not counts:
+            raise StackError(
+                f"{display_path(checked.path)} restored no table at all: refusing to replace "
+                "the database with an empty one. The live database was not touched."
+            )
         _compare(checked, counts)
         with _admin(settings) as admin:
             if into is not None or live not in existing:
