@@ -480,7 +480,7 @@ def db_prune(c: Context, keep: int = -1, yes: bool = False) -> None:
     from scripts.errors import StackError
 
     if keep == -1:  # invoke types an option by its default: -1 means "not given"
-        raise StackError("Say how many backups to keep: `inv db.prune --keep N`.")
+        raise StackError("Say how many backups to keep, e.g. `inv db.prune --keep 5`.")
     settings, _ = _open(announce=False)
     doomed = backups.prune_candidates(settings, keep)
     if not doomed:
