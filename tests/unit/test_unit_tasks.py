@@ -183,7 +183,8 @@ def test_reset_without_a_terminal_asks_for_yes_and_deletes_nothing(tmp_path: Pat
 
 def test_every_inv_command_the_project_tells_users_to_run_exists() -> None:
     # Messages, the env template and the compose file send users to `inv NAME --flag ...`:
-    # each such command must parse (f-string fields are filled with a service name).
+    # each such command must parse (f-string fields are filled with a service name, or with
+    # a number where an option takes one).
     sources = [
         ROOT / "tasks.py",
         ROOT / ".env.example",
@@ -196,6 +197,8 @@ def test_every_inv_command_the_project_tells_users_to_run_exists() -> None:
             if command.startswith("-"):
                 continue  # `inv --list`: invoke's own options
             problem = inv_command_problem(re.sub(r"\{[^}]*\}", "postgres", command))
+            if problem and "{" in command:
+                problem = inv_command_problem(re.sub(r"\{[^}]*\}", "1", command))
             if problem:
                 problems.append(f"{path.relative_to(ROOT)}: `inv {command}`: {problem}")
     assert problems == []
