@@ -154,6 +154,6 @@ def inv_command_problem(command: str) -> str | None:
     parser = Parser(contexts=copy.deepcopy(tasks.ns).to_contexts())
     try:
         parser.parse_argv(shlex.split(command))
-    except ParseError as exc:
+    except (ParseError, ValueError) as exc:  # ValueError: a value of the wrong type
         return str(exc)
     return None
