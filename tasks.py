@@ -24,6 +24,11 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# invoke turns bytecode caching off before it loads this file (its --write-pyc default), so
+# scripts/ would be compiled again on every call; let Python cache it as usual (__pycache__
+# is ignored by git) unless the environment asks otherwise.
+sys.dont_write_bytecode = bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))
+
 
 def user_errors(func: F) -> F:
     """Turn a StackError into invoke's Exit: the message, no traceback."""
@@ -417,11 +422,11 @@ def redis_cli(c: Context, command: str | None = None) -> None:
 @user_errors
 def db_backup(c: Context, format: str = "custom", name: str | None = None, jobs: int = 1) -> None:
     """Back up the database: snapshot, checksum, manifest."""
-    from scripts import backups
+    from scripts import backups, stack
     from scripts.console import display_path, human_size, progress, say
 
     settings, backend = _open()
-    with progress("pg_dump") as report:
+    with stack.locked(settings), progress("pg_dump") as report:
         result = backups.create(
             settings, backend, fmt=format, name=name, jobs=jobs, progress=report
         )

@@ -158,6 +158,11 @@ def create(
     settings.backup_dir.mkdir(parents=True, exist_ok=True)
     partial = final.with_name(PARTIAL_PREFIX + final.name)
     manifest_partial = manifest_path(partial)
+    if partial.exists():
+        raise StackError(
+            f"Another backup is writing {display_path(partial)}: wait for it, or remove that "
+            "file if no backup runs (`inv clean` removes abandoned ones)."
+        )
     started = dt.datetime.now(dt.UTC)
     try:
         with snapshot(settings) as (conn, snapshot_id):
@@ -209,11 +214,24 @@ def create(
 def _dump_stream(
     backend: Backend, args: list[str], partial: Path, tables: int, progress: Progress | None
 ) -> tuple[str, int]:
-    """pg_dump to stdout; write, hash and fsync the stream as it arrives."""
-    argv, env = backend.pg_command("pg_dump", args)
+    """pg_dump into `partial`, fsynced; return its sha256 and size.
+
+    Where pg_dump runs on this machine it writes the file itself: a seekable custom archive
+    records where each table's data starts, which parallel restores need. Otherwise (in a
+    container) its output streams through here, hashed on the way.
+    """
     digest = hashlib.sha256()
     size = 0
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    if backend.local_files:
+        os.close(fd)
+        argv, env = backend.pg_command("pg_dump", [*args, "--file", str(partial)])
+        with run_tool(argv, env, tables, progress, "pg_dump", stdout=subprocess.DEVNULL):
+            pass
+        with partial.open("rb") as handle:
+            os.fsync(handle.fileno())
+        return hash_file(partial)
+    argv, env = backend.pg_command("pg_dump", args)
     with os.fdopen(fd, "wb") as out, run_tool(argv, env, tables, progress, "pg_dump") as proc:
         assert proc.stdout is not None
         while chunk := proc.stdout.read(_CHUNK):

@@ -351,7 +351,8 @@ def wait_until_ready(
     process exited), which ends the wait for it at once. It can be costly (a `docker
     compose ps`), so it runs at most once per `check_every` seconds per service.
     """
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     results: dict[str, ProbeResult] = {}
     pending = dict(probes)
     checked: dict[str, float] = {}
@@ -369,7 +370,9 @@ def wait_until_ready(
             if result.ok or result.fatal:
                 del pending[name]
         if pending:
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= deadline:
                 break
-            time.sleep(interval)
+            # Servers usually answer within a few hundred ms: poll closely at first.
+            time.sleep(min(interval, 0.01) if now - started < 0.5 else interval)
     return results

@@ -32,6 +32,7 @@ class ServiceState:
 
 class Backend(Protocol):
     name: str
+    local_files: bool  # the pg tools run on this machine and read and write its paths
 
     def where(self) -> str:
         """Where this backend keeps the stack, for the line every task prints."""

@@ -50,6 +50,7 @@ def profile_args(services: Sequence[str]) -> list[str]:
 
 class ComposeBackend:
     name = "compose"
+    local_files = False
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
