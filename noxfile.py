@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -55,17 +54,6 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *(session.posargs or ["tests/unit"]))
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 @contextlib.contextmanager
 def _isolated_stacks(
     session: nox.Session, backends: Sequence[str], project_prefix: str
@@ -76,6 +64,9 @@ def _isolated_stacks(
     and backup dir under the session's tmp dir. At the end every stack is reset and a Docker
     engine the session started is stopped again.
     """
+    sys.path.insert(0, str(ROOT))  # the project's own package, next to this file
+    from scripts.ports import free_ports
+
     init = ["inv", "init"] + (["--yes"] if os.environ.get("CI") else [])
     envs: dict[str, dict[str, str]] = {}
     engine: EngineReport | None = None
@@ -87,7 +78,7 @@ def _isolated_stacks(
             if env_file.exists():  # left behind by an interrupted run: take that stack down first
                 session.run("inv", "reset", "--yes", "--no-backup", env=env, success_codes=[0, 1])
                 env_file.unlink()
-            postgres_port, redis_port, adminer_port = _free_ports(3)
+            postgres_port, redis_port, adminer_port = free_ports(3)
             # `inv init` writes these into the new env file, with generated passwords.
             init_env = {
                 **env,

@@ -94,16 +94,9 @@ def _name(settings: Settings, fmt: str, name: str | None) -> str:
 def snapshot(settings: Settings) -> Iterator[tuple[psycopg.Connection[Any], str]]:
     """A read-only transaction whose snapshot pg_dump shares (--snapshot), so the manifest's
     row counts describe exactly what the dump holds, even while the application writes."""
-    import psycopg
+    from scripts.database import connect
 
-    try:
-        conn = psycopg.connect(settings.database_url.reveal(), connect_timeout=10)
-    except psycopg.OperationalError as exc:
-        raise StackError(
-            f"Cannot reach PostgreSQL ({str(exc).strip().splitlines()[-1]}): start it with "
-            "`inv up-core`."
-        ) from None
-    with conn:
+    with connect(settings, autocommit=False) as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         row = conn.execute("SELECT pg_export_snapshot()").fetchone()
         assert row is not None

@@ -118,7 +118,7 @@ class Written:
 
 def read_schema(settings: Settings) -> Schema:
     """Tables, columns, primary, unique and foreign keys of the stack's database."""
-    from scripts.migrations import connect
+    from scripts.database import connect
 
     with connect(settings) as conn:
         tables = conn.execute(_TABLES_SQL).fetchall()

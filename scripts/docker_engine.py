@@ -116,21 +116,22 @@ def engine_version(timeout: float = 1.0) -> str | None:
         return "unknown"
 
 
-def _cli_version() -> str | None:
+def _docker_output(*args: str) -> str | None:
+    """What `docker ARGS` prints, stripped; None when the CLI is missing or the call fails."""
     if shutil.which("docker") is None:
         return None
     try:
         result = subprocess.run(
-            ["docker", "info", "--format", "{{.ServerVersion}}"],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=30,
+            ["docker", *args], capture_output=True, text=True, check=False, timeout=30
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    version = result.stdout.strip()
-    return version if result.returncode == 0 and version else None
+    output = result.stdout.strip()
+    return output if result.returncode == 0 and output else None
+
+
+def _cli_version() -> str | None:
+    return _docker_output("info", "--format", "{{.ServerVersion}}")
 
 
 def _which_sbin(name: str) -> str | None:
@@ -398,20 +399,8 @@ def plugin_dir() -> Path:
 
 def compose_version() -> str | None:
     """Compose v2's version as `docker compose version` reports it, or None."""
-    if shutil.which("docker") is None:
-        return None
-    try:
-        result = subprocess.run(
-            ["docker", "compose", "version", "--short"],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=30,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    version = result.stdout.strip().lstrip("v")
-    if result.returncode != 0 or not version[:1].isdigit() or version.startswith("1."):
+    version = (_docker_output("compose", "version", "--short") or "").lstrip("v")
+    if not version[:1].isdigit() or version.startswith("1."):
         return None
     return version
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scripts.console import display_path
+from scripts.database import connect, describe
 from scripts.errors import StackError
 from scripts.settings import ROOT, Settings
 
@@ -160,33 +160,6 @@ def status(settings: Settings, directory: Path = MIGRATIONS_DIR) -> list[Migrati
             state = "applied"
         rows.append(MigrationStatus(version, name, state, applied_at))
     return rows
-
-
-def connect(settings: Settings) -> psycopg.Connection[tuple[Any, ...]]:
-    """The stack's database as an autocommit connection; failing to connect is a StackError."""
-    import psycopg
-
-    try:
-        return psycopg.connect(settings.database_url.reveal(), autocommit=True, connect_timeout=10)
-    except psycopg.ProgrammingError:  # libpq may quote the malformed URL, password included
-        raise StackError(
-            f"DATABASE_URL in {display_path(settings.env_file)} is not a PostgreSQL URL: fix it "
-            "or remove it to have it derived from the POSTGRES_* settings."
-        ) from None
-    except psycopg.OperationalError as exc:
-        raise StackError(
-            f"Cannot connect to PostgreSQL ({describe(exc)}): start the stack with `inv up-core` "
-            f"and check DATABASE_URL in {display_path(settings.env_file)}."
-        ) from None
-
-
-def describe(exc: Exception) -> str:
-    """PostgreSQL's own message for an error, one line, without libpq's connection prefix."""
-    diag = getattr(exc, "diag", None)
-    if primary := getattr(diag, "message_primary", None):
-        return str(primary).rstrip(".")
-    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
-    return re.sub(r"^.*failed:\s*(?:FATAL:\s*)?", "", first).rstrip(".") or type(exc).__name__
 
 
 def _order(version: str) -> tuple[int, str]:

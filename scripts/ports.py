@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import errno
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -104,24 +104,17 @@ def ensure_free(settings: Settings, services: Sequence[str]) -> None:
 
 
 def _listening_inodes(port: int) -> set[str]:
-    inodes: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            local, state, inode = fields[1], fields[3], fields[9]
-            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A = LISTEN
-                inodes.add(inode)
-    return inodes
+    return {inode for _address, listening, inode in _listen_table() if listening == port}
 
 
 def listening_addresses(pid: int) -> list[tuple[str, int]]:
     """The (address, port) pairs a process listens on, read from /proc."""
     sockets = _sockets_of(Path(f"/proc/{pid}"))
-    found: list[tuple[str, int]] = []
+    return [(address, port) for address, port, inode in _listen_table() if inode in sockets]
+
+
+def _listen_table() -> Iterator[tuple[str, int, str]]:
+    """(address, port, socket inode) of every listening TCP socket, IPv4 and IPv6."""
     for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
         try:
             lines = Path(table).read_text().splitlines()[1:]
@@ -129,10 +122,21 @@ def listening_addresses(pid: int) -> list[tuple[str, int]]:
             continue
         for line in lines:
             fields = line.split()
-            if fields[3] == "0A" and fields[9] in sockets:
+            if fields[3] == "0A":  # LISTEN
                 address, port = fields[1].rsplit(":", 1)
-                found.append((_decode_address(address, family), int(port, 16)))
-    return found
+                yield _decode_address(address, family), int(port, 16), fields[9]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct ports free on `host` right now (for throwaway stacks and tests)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def _decode_address(hex_address: str, family: int) -> str:

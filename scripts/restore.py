@@ -178,26 +178,10 @@ def restore(
 @contextlib.contextmanager
 def _admin(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
     """An autocommit connection to the maintenance database, for CREATE / ALTER DATABASE."""
-    import psycopg
+    from scripts.database import connect
 
-    try:
-        conn = psycopg.connect(
-            _conninfo(settings, MAINTENANCE_DB), autocommit=True, connect_timeout=10
-        )
-    except psycopg.OperationalError as exc:
-        raise StackError(
-            f"Cannot reach PostgreSQL ({str(exc).strip().splitlines()[-1]}): start it with "
-            "`inv up-core`."
-        ) from None
-    with conn:
+    with connect(settings, dbname=MAINTENANCE_DB) as conn:
         yield conn
-
-
-def _conninfo(settings: Settings, database: str) -> str:
-    """The stack's connection string, pointed at another database of the same server."""
-    from psycopg.conninfo import make_conninfo
-
-    return make_conninfo(settings.database_url.reveal(), dbname=database)
 
 
 def _load(
@@ -254,9 +238,9 @@ def _load(
 
 
 def _counts(settings: Settings, database: str) -> dict[str, int]:
-    import psycopg
+    from scripts.database import connect
 
-    with psycopg.connect(_conninfo(settings, database), connect_timeout=10) as conn:
+    with connect(settings, dbname=database) as conn:
         return backups.row_counts(conn, backups.user_tables(conn))
 
 

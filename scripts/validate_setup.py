@@ -664,10 +664,10 @@ def _services(report: Report, settings: Settings) -> None:
 
 
 def _schema(report: Report, settings: Settings) -> None:
-    import psycopg
+    from scripts.database import connect
 
     area = "Services"
-    with psycopg.connect(settings.database_url.reveal(), connect_timeout=10) as conn:
+    with connect(settings) as conn:
         tables = {
             r[0]
             for r in conn.execute(

@@ -12,12 +12,12 @@ import tempfile
 from pathlib import Path
 
 from scripts.backends.native import INIT_SCRIPTS, REDIS_CONF, NativeBackend
+from scripts.ports import free_ports
 from scripts.processes import RunAs
 from tests.bench.stacks import (
     BenchStack,
     PgClient,
     RedisClient,
-    free_ports,
     pg_bindir,
     redis_cli_path,
     wait_ready,

@@ -229,19 +229,6 @@ class BenchStack:
         }
 
 
-def free_ports(count: int) -> list[int]:
-    import socket
-
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def tool_version(argv: Sequence[str]) -> str:
     result = run(argv, check=False)
     lines = (result.stdout or result.stderr).strip().splitlines()

@@ -22,6 +22,7 @@ import pytest
 
 from scripts import processes
 from scripts.backends.native import NativeBackend
+from scripts.ports import free_ports
 from scripts.settings import Settings
 from tests.integration.helpers import ROOT, Inv
 
@@ -54,16 +55,6 @@ class Throwaway:
         return self.root / ".stack"
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
 def _make_copy(parent: Path, *, site: bool) -> Path:
     root = parent / "project"
     root.mkdir()
@@ -84,7 +75,7 @@ def _make_copy(parent: Path, *, site: bool) -> Path:
 
 
 def _env(root: Path, extra: dict[str, str]) -> dict[str, str]:
-    postgres, redis_port, adminer = _free_ports(3)
+    postgres, redis_port, adminer = free_ports(3)
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "LANG": "C.UTF-8",
