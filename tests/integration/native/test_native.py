@@ -27,6 +27,9 @@ from scripts.settings import Settings
 from tests.integration.helpers import ROOT, Inv
 
 COPIED = ("tasks.py", "scripts", "docker", ".env.example", "pyproject.toml")
+# invoke, and psycopg for the migrations `inv init` applies (with its compiled libpq).
+SITE_PACKAGES = ("invoke", "invoke-*.dist-info", "psycopg", "psycopg-*.dist-info")
+SITE_PACKAGES += ("psycopg_binary*", "typing_extensions*")
 
 
 @dataclass
@@ -64,13 +67,16 @@ def _make_copy(parent: Path, *, site: bool) -> Path:
             shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, root / name)
-    if site:  # invoke for an account that cannot read this test run's virtualenv
+    if site:  # what `inv init` imports, for an account that cannot read our virtualenv
         import invoke
 
-        package = Path(invoke.__file__).parent
-        shutil.copytree(package, root / "site" / "invoke")
-        for metadata in package.parent.glob("invoke-*.dist-info"):
-            shutil.copytree(metadata, root / "site" / metadata.name)
+        packages = Path(invoke.__file__).parent.parent
+        for pattern in SITE_PACKAGES:
+            for found in packages.glob(pattern):
+                if found.is_dir():
+                    shutil.copytree(found, root / "site" / found.name)
+                else:
+                    shutil.copy2(found, root / "site" / found.name)
     return root
 
 
