@@ -28,8 +28,14 @@ from tests.integration.helpers import ROOT, Inv
 
 COPIED = ("tasks.py", "scripts", "docker", ".env.example", "pyproject.toml")
 # invoke, and psycopg for the migrations `inv init` applies (with its compiled libpq).
-SITE_PACKAGES = ("invoke", "invoke-*.dist-info", "psycopg", "psycopg-*.dist-info")
-SITE_PACKAGES += ("psycopg_binary*", "typing_extensions*")
+SITE_PACKAGES = (
+    "invoke",
+    "invoke-*.dist-info",
+    "psycopg",
+    "psycopg-*.dist-info",
+    "psycopg_binary*",
+    "typing_extensions*",
+)
 
 
 @dataclass
