@@ -23,8 +23,8 @@ GENERAL_NOTES = [
     "Product commands run as `python -m invoke ...` from the repository root with the stack's "
     "STACK_ENV_FILE, exactly as a user runs `inv`, after one untimed `inv --list`. Python may "
     "write bytecode as in a normal venv (this machine's PYTHONDONTWRITEBYTECODE=1 is dropped for "
-    "them); invoke itself turns bytecode writing off before it loads tasks.py (its --write-pyc "
-    "default), so tasks.py and scripts/ are compiled at every run, as for every user.",
+    "them): tasks.py turns it back on for scripts/ after invoke switched it off (its "
+    "--write-pyc default), so only tasks.py itself is compiled at every run, as for every user.",
     "Clean-up between runs (not timed): backup files deleted, restored databases dropped, a "
     "CHECKPOINT before every backup and restore on both sides; OS caches are not dropped.",
 ]

@@ -129,9 +129,9 @@ class BenchStack:
         self.env = self.inv_env()
         self.bindir = pg_bindir()
 
-    def inv_env(self, pycache: Path | None = None) -> dict[str, str]:
+    def inv_env(self) -> dict[str, str]:
         """A user's environment plus STACK_ENV_FILE; the env file decides everything else."""
-        env = {k: v for k, v in python_env(pycache).items() if k not in DEFAULTS}
+        env = {k: v for k, v in python_env().items() if k not in DEFAULTS}
         env["STACK_ENV_FILE"] = str(self.env_file)
         return env
 

@@ -135,9 +135,6 @@ class Suite:
             )
         )
 
-        if b == "native":
-            self.health_with_bytecode(stack)
-
         up = ("up-core",)
         if b == "native":
             raw = RawNativeServers(stack, self.work / "raw-logs")
@@ -198,29 +195,6 @@ class Suite:
         if b == "compose":
             self.healthcheck_anchor(stack)
         stack.inv("down")
-
-    def health_with_bytecode(self, stack: BenchStack) -> None:
-        """What-if: `inv health` with tasks.py and scripts/ byte-compiled (`inv --write-pyc`),
-        the bytecode kept in the work dir; shows what invoke's no-bytecode default costs."""
-        env = stack.inv_env(self.work / "pycache")
-        argv = stack.inv_argv("--write-pyc", "health")
-        run(argv, env=env)  # warm-up: writes the bytecode of everything it imports
-        self.measure(
-            Figure(
-                key=f"{stack.backend}/health-bytecode",
-                title="health, with bytecode (what-if)",
-                backend=stack.backend,
-                data="-",
-                runs=self.options.runs,
-                product=Side("inv --write-pyc health", lambda: run(argv, env=env)),
-                baseline=Side("psql -c 'SELECT 1' + redis-cli PING", lambda: raw_health(stack)),
-                notes=[
-                    "What-if, no target: `inv --write-pyc` lets Python cache the bytecode of "
-                    "tasks.py and scripts/ (here under PYTHONPYCACHEPREFIX in the work dir, "
-                    "warmed once), which plain `inv` never does."
-                ],
-            )
-        )
 
     def healthcheck_anchor(self, stack: BenchStack) -> None:
         override = self.work / "compose-healthcheck-10s.yml"

@@ -140,21 +140,12 @@ class Series:
         }
 
 
-def python_env(
-    pycache: Path | None = None, base: Mapping[str, str] | None = None
-) -> dict[str, str]:
-    """The environment for Python child processes, as in a user's shell.
-
-    Without `pycache`: Python may write bytecode as usual (this machine's
-    PYTHONDONTWRITEBYTECODE=1 is dropped); invoke itself stops writing it before it loads
-    tasks.py, unless run with --write-pyc. With `pycache`: bytecode goes to that directory
-    (PYTHONPYCACHEPREFIX), never beside the sources.
-    """
+def python_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for Python child processes, as in a user's shell: Python may write
+    bytecode as usual (this machine's PYTHONDONTWRITEBYTECODE=1 is dropped)."""
     env = dict(os.environ if base is None else base)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.pop("PYTHONPYCACHEPREFIX", None)
-    if pycache is not None:
-        env["PYTHONPYCACHEPREFIX"] = str(pycache)
     return env
 
 
