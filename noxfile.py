@@ -23,8 +23,13 @@ PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 RUNTIME = PYPROJECT["project"]["dependencies"]
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "typecheck", "tests", "integration"]
 nox.options.reuse_venv = "yes"
+
+
+def _project_importable() -> None:
+    """Let this file import the project's own packages (scripts, tests), which sit beside it."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
 
 
 def install_group(session: nox.Session, *groups: str, runtime: bool = True) -> None:
@@ -64,7 +69,7 @@ def _isolated_stacks(
     and backup dir under the session's tmp dir. At the end every stack is reset and a Docker
     engine the session started is stopped again.
     """
-    sys.path.insert(0, str(ROOT))  # the project's own package, next to this file
+    _project_importable()
     from scripts.ports import free_ports
 
     init = ["inv", "init"] + (["--yes"] if os.environ.get("CI") else [])
@@ -140,7 +145,7 @@ def e2e(session: nox.Session) -> None:
     backend, args = _backend_option(session)
     session.env["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"  # Debian's Chromium, never a download
     install_group(session, "e2e")
-    sys.path.insert(0, str(ROOT))  # the project's own package, next to this file
+    _project_importable()
     from scripts.browser import ensure_chromium
     from scripts.errors import StackError
 
@@ -157,7 +162,7 @@ def e2e(session: nox.Session) -> None:
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Benchmark against the raw tools: -- [--backend B] [--sizes S] [--runs N] [--quick]."""
-    sys.path.insert(0, str(ROOT))  # the project's own packages, next to this file
+    _project_importable()
     from scripts.docker_engine import engine_version
     from scripts.errors import StackError
     from tests.bench.options import UsageError, parse
@@ -192,7 +197,7 @@ def _docker_for_tests(session: nox.Session) -> EngineReport:
 
     Where no registry answers (CI), the images are local stand-ins (tests/standins).
     """
-    sys.path.insert(0, str(ROOT))  # the project's own package, next to this file
+    _project_importable()
     from scripts import docker_engine
     from scripts.errors import StackError
 

@@ -132,8 +132,7 @@ def up(c: Context) -> None:
     settings, backend = _open()
     report = stack.up(settings, backend, ("postgres", "redis", "adminer"))
     _report_up(report, "postgres, redis and adminer")
-    host, port = stack.address(settings, "adminer")
-    print(f"    Adminer: http://{host}:{port}/")
+    print(f"    Adminer: {settings.adminer_url}")
 
 
 @task
@@ -328,7 +327,7 @@ def logs(c: Context, services: str = "", follow: bool = False, tail: int = 100) 
 )
 @user_errors
 def validate(c: Context, offline: bool = False, json: bool = False) -> None:
-    """Check tools, .env, compose file, SQL, ports, services, security."""
+    """Check tools, .env, compose, SQL, ports, services, security."""
     from scripts import validate_setup
     from scripts.console import mark, table
 
@@ -422,11 +421,11 @@ def redis_cli(c: Context, command: str | None = None) -> None:
 @user_errors
 def db_backup(c: Context, format: str = "custom", name: str | None = None, jobs: int = 1) -> None:
     """Back up the database: snapshot, checksum, manifest."""
-    from scripts import backups, stack
+    from scripts import backups
     from scripts.console import display_path, human_size, progress, say
 
     settings, backend = _open()
-    with stack.locked(settings), progress("pg_dump") as report:
+    with progress("pg_dump") as report:
         result = backups.create(
             settings, backend, fmt=format, name=name, jobs=jobs, progress=report
         )
@@ -529,16 +528,18 @@ def db_restore(
     # invoke has no optional positional arguments; `--latest` is a value of FILE (it is no
     # flag of this task, so the parser hands it to the positional FILE).
     path = backups.latest(settings) if file == LATEST else Path(file).expanduser().absolute()
-    checked = restore.check(path, backend)
-    say("ok", f"{display_path(path)}: {checked.format} backup, checks passed")
-    if into is None and not yes:
-        _ask(
-            f"Replace database {settings.postgres_db!r} with this backup?",
-            f"db.restore replaces database {settings.postgres_db!r}: add --yes to confirm, or "
-            "restore beside it with --into NAME.",
-        )
-    with stack.locked(settings), progress("pg_restore") as report:
-        result = restore.restore(settings, backend, checked, into=into, jobs=jobs, progress=report)
+    with restore.opened(path, backend) as checked:
+        say("ok", f"{display_path(path)}: {checked.format} backup, checks passed")
+        if into is None and not yes:
+            _ask(
+                f"Replace database {settings.postgres_db!r} with this backup?",
+                f"db.restore replaces database {settings.postgres_db!r}: add --yes to confirm, "
+                "or restore beside it with --into NAME.",
+            )
+        with stack.locked(settings), progress("pg_restore") as report:
+            result = restore.restore(
+                settings, backend, checked, into=into, jobs=jobs, progress=report
+            )
     action = "replaced" if result.replaced else "created"
     say("ok", f"Database {result.database!r} {action} in {result.seconds:.2f} s:")
     for name, count in result.counts.items():
@@ -557,14 +558,33 @@ def redis_backup(c: Context) -> None:
     say("ok", f"{display_path(result.path)}: {result.keys} keys, {human_size(result.size)}")
 
 
-@task(name="migrate")
+@task(name="migrate", help={"status": "Only list the migrations and their state; apply none."})
 @user_errors
-def db_migrate(c: Context) -> None:
+def db_migrate(c: Context, status: bool = False) -> None:
     """Apply new SQL migrations, each once, in a transaction."""
     from scripts import migrations
-    from scripts.console import say
+    from scripts.console import say, table
 
     settings, _ = _open()
+    if status:
+        rows = migrations.status(settings)
+        if not rows:
+            say("info", "No migrations in docker/migrations yet.")
+            return
+        table(
+            "Migrations (docker/migrations)",
+            ["Version", "Name", "State", "Applied at"],
+            [
+                [
+                    m.version,
+                    m.name,
+                    m.state,
+                    m.applied_at.isoformat(" ", "seconds") if m.applied_at else "-",
+                ]
+                for m in rows
+            ],
+        )
+        return
     applied = migrations.migrate(settings)
     for a in applied:
         say("ok", f"{a.version}_{a.name}.sql applied in {a.seconds:.2f} s")
@@ -585,14 +605,13 @@ def db_seed(c: Context, scale: int = 0) -> None:
     from scripts import seed
     from scripts.console import human_size, progress, say
 
+    seed.check_scale(scale)  # a bad --scale changes nothing, not even the dev seed
     settings, _ = _open()
     counts = seed.seed(settings)
     say("ok", "Dev seed applied: " + ", ".join(f"{t} {n}" for t, n in counts.items()))
-    if scale:  # a negative --scale reaches seed_scale, which refuses it
+    if scale:
         with progress("generating") as report:
-            added = seed.seed_scale(
-                settings, scale, progress=lambda step, done, total: report(done, total, step)
-            )
+            added = seed.seed_scale(settings, scale, progress=report)
         size = human_size(seed.database_size(settings))
         say("ok", "Added " + ", ".join(f"{n} {t}" for t, n in added.items()) + f"; now {size}")
 

@@ -141,25 +141,56 @@ def create(
         raise StackError(f"--jobs {jobs} is not a number of parallel jobs: use 1 or more.")
     if jobs > 1 and fmt != "directory":
         raise StackError("--jobs needs --format directory (pg_dump writes in parallel only there).")
+    from scripts.stack import locked
+
+    with locked(settings):  # one backup of this stack at a time: its names stay its own
+        return _create(
+            settings,
+            backend,
+            fmt=fmt,
+            final=_final_path(settings, fmt, name),
+            jobs=jobs,
+            progress=progress,
+        )
+
+
+def _final_path(settings: Settings, fmt: str, name: str | None) -> Path:
     final = settings.backup_dir / _name(settings, fmt, name)
     if final.exists() and name is not None:
         raise StackError(f"{display_path(final)} exists already: choose another --name.")
+    stem = final.name.removesuffix(FORMATS[fmt])
     for number in range(2, 100):  # two backups within one second get -2, -3, ...
         if not final.exists():
             break
-        final = settings.backup_dir / _name(settings, fmt, f"{final.name.split('.')[0]}-{number}")
+        final = settings.backup_dir / _name(settings, fmt, f"{stem}-{number}")
+    return final
+
+
+def _create(
+    settings: Settings,
+    backend: Backend,
+    *,
+    fmt: str,
+    final: Path,
+    jobs: int,
+    progress: Progress | None,
+) -> BackupResult:
+    from concurrent.futures import ThreadPoolExecutor
+
     settings.backup_dir.mkdir(parents=True, exist_ok=True)
     partial = final.with_name(PARTIAL_PREFIX + final.name)
     manifest_partial = manifest_path(partial)
-    if partial.exists():
-        raise StackError(
-            f"Another backup is writing {display_path(partial)}: wait for it, or remove that "
-            "file if no backup runs (`inv clean` removes abandoned ones)."
-        )
+    # The stack lock is held: a partial file now is one a killed backup left behind.
+    _remove(partial)
+    _remove(manifest_partial)
     started = dt.datetime.now(dt.UTC)
     try:
-        with snapshot(settings) as (conn, snapshot_id):
+        with snapshot(settings) as (conn, snapshot_id), ThreadPoolExecutor(1) as counter:
             tables = user_tables(conn)
+            version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+            # Counting rows in the snapshot's own transaction while pg_dump runs hides the
+            # cost (a scan of every table) behind the dump.
+            counting = counter.submit(row_counts, conn, tables)
             args = [f"--snapshot={snapshot_id}", "--verbose", "-d", settings.postgres_db]
             if fmt == "directory":
                 _dump_directory(
@@ -169,8 +200,7 @@ def create(
             else:
                 args += ["--format=custom"] if fmt == "custom" else ["--format=plain", "-Z", "6"]
                 digest, size = _dump_stream(backend, args, partial, len(tables), progress)
-            counts = row_counts(conn, tables)
-            version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+            counts = counting.result()
         manifest = Manifest(
             file=final.name,
             format=fmt,
@@ -324,7 +354,7 @@ def _follow(
             seen.add(what[1])
             if progress is not None:
                 progress(min(len(seen), tables), tables, what[1])
-        elif "error" in line.lower() or "fatal" in line.lower():
+        elif re.search(r"(?:^|: )(?:error|ERROR|FATAL|fatal):", line):
             errors.append(re.sub(r"^(pg_dump|pg_restore|psql): (error: )?", "", line))
 
 
@@ -454,9 +484,21 @@ def list_backups(settings: Settings, *, check: bool = True) -> list[BackupInfo]:
             continue
         if not (path.is_dir() or path.name.endswith((".dump", ".sql", ".sql.gz", ".backup"))):
             continue
-        manifest = Manifest.read(path)
-        if manifest is not None:
-            created = dt.datetime.fromisoformat(manifest.created_at)
+        try:
+            manifest = Manifest.read(path)
+            created = dt.datetime.fromisoformat(manifest.created_at) if manifest else None
+        except (StackError, ValueError):  # one damaged manifest must not hide the rest
+            found.append(
+                BackupInfo(
+                    path,
+                    _format_or_unknown(path),
+                    hash_file(path)[1],
+                    dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC),
+                    "DAMAGED: unreadable manifest",
+                )
+            )
+            continue
+        if manifest is not None and created is not None:
             fmt, size = manifest.format, manifest.size
             verified = _verify_digest(path, manifest) if check else "not checked"
         else:
@@ -506,18 +548,14 @@ def delete(info: BackupInfo) -> None:
     manifest_path(info.path).unlink(missing_ok=True)
 
 
-def remove_abandoned(settings: Settings, idle: float = 600) -> list[str]:
-    """Delete partial backups nothing has written to for `idle` seconds (a killed backup's);
-    a running backup writes continuously, so it is never touched."""
-    import time
-
+def remove_abandoned(settings: Settings) -> list[str]:
+    """Delete the partial files killed backups left behind. Call it holding the stack lock:
+    every backup holds it while it writes, so no partial file then belongs to a running one."""
     removed = []
     if settings.backup_dir.is_dir():
         for path in settings.backup_dir.glob(PARTIAL_PREFIX + "*"):
-            files = [path, *path.iterdir()] if path.is_dir() else [path]
-            if time.time() - max(f.stat().st_mtime for f in files) > idle:
-                _remove(path)
-                removed.append(display_path(path))
+            _remove(path)
+            removed.append(display_path(path))
     return removed
 
 
@@ -537,6 +575,13 @@ class RedisBackup:
 
 def redis_snapshot(settings: Settings, backend: Backend, timeout: float = 300) -> RedisBackup:
     """A point-in-time copy of Redis: BGSAVE, wait for it, copy dump.rdb beside the backups."""
+    from scripts.stack import locked
+
+    with locked(settings):
+        return _redis_snapshot(settings, backend, timeout)
+
+
+def _redis_snapshot(settings: Settings, backend: Backend, timeout: float) -> RedisBackup:
     import time
 
     from scripts.probes import ProtocolError, RedisError, redis_command

@@ -32,14 +32,6 @@ CHROMIUM_ARGS = (
 )
 
 
-def _web_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-def adminer_base(settings: Settings) -> str:
-    return f"http://{_web_host(settings.connect_host)}:{settings.adminer_port}/"
-
-
 def adminer_server(settings: Settings, backend: str) -> str:
     """The server Adminer connects to: it runs beside PostgreSQL, inside the compose network
     (the service name) or on this machine (the published port)."""
@@ -58,7 +50,7 @@ def adminer_url(settings: Settings, backend: str) -> str:
         },
         safe=":[]",
     )
-    return f"{adminer_base(settings)}?{query}"
+    return f"{settings.adminer_url}?{query}"
 
 
 def has_display(environ: Mapping[str, str] | None = None, platform: str | None = None) -> bool:

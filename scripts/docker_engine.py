@@ -6,6 +6,7 @@ Owns installing docker.io, the dockerd this project starts itself, and the compo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.client
 import json
 import os
@@ -141,10 +142,7 @@ def _which_sbin(name: str) -> str | None:
 
 
 def _is_dockerd(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip() == "dockerd"
-    except OSError:
-        return False
+    return processes.command_name(pid) == "dockerd"
 
 
 def _running_dockerd(own_pid_file: Path = DOCKERD_PID_FILE) -> int | None:
@@ -344,15 +342,7 @@ def ensure_engine(
                 f"`sh -c '{dockerd} >>{log} 2>&1 &'` and try again."
             )
         report = _start_detached(dockerd, log, pid_file)
-    return EngineReport(
-        report.version,
-        started=report.started,
-        how=report.how,
-        pid=report.pid,
-        installed=installed,
-        log_file=report.log_file,
-        seconds=report.seconds,
-    )
+    return dataclasses.replace(report, installed=installed)
 
 
 def stop_engine(report: EngineReport, *, pid_file: Path = DOCKERD_PID_FILE) -> None:

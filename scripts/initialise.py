@@ -25,11 +25,11 @@ from scripts.settings import (
 def run(yes: bool) -> tuple[Settings, Backend]:
     """Create the env file when missing, pin the backend, install what it needs."""
     path = env_file_path()
+    backend_name = configured_backend()  # probes for a Docker engine once, if auto
     if not path.exists():
-        create_env_file(path, backend=configured_backend())
+        create_env_file(path, backend=backend_name)
         say("ok", f"Created {display_path(path)} with generated passwords (mode 0600).")
     settings = load()
-    backend_name = configured_backend()
     if settings.backend == "auto" and "STACK_BACKEND" not in os.environ:
         set_env_value(path, "STACK_BACKEND", backend_name)
         say("ok", f"Pinned STACK_BACKEND={backend_name} in {display_path(path)}.")

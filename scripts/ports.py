@@ -88,15 +88,16 @@ def _sockets_of(process: Path) -> set[str]:
 
 def ensure_free(settings: Settings, services: Sequence[str]) -> None:
     """Refuse, before anything starts, when a port of `services` is taken by someone else."""
-    key_of = {"postgres": "POSTGRES_PORT", "redis": "REDIS_PORT", "adminer": "ADMINER_PORT"}
+    from scripts.settings import PORT_KEY_OF
+
     taken = []
     for service in services:
-        port = int(settings.values[key_of[service]])
+        port = settings.port(service)
         if not is_free(settings.bind_address, port):
             owners = ", ".join(o.describe() for o in listeners(port))
             taken.append(
                 f"port {port} ({service}) on {settings.bind_address} is in use by {owners}, "
-                f"which is not part of this stack: stop it or set {key_of[service]} in "
+                f"which is not part of this stack: stop it or set {PORT_KEY_OF[service]} in "
                 f"{display_path(settings.env_file)} to a free port"
             )
     if taken:
@@ -104,16 +105,16 @@ def ensure_free(settings: Settings, services: Sequence[str]) -> None:
 
 
 def _listening_inodes(port: int) -> set[str]:
-    return {inode for _address, listening, inode in _listen_table() if listening == port}
+    return {inode for _address, listening, inode in listen_table() if listening == port}
 
 
 def listening_addresses(pid: int) -> list[tuple[str, int]]:
     """The (address, port) pairs a process listens on, read from /proc."""
     sockets = _sockets_of(Path(f"/proc/{pid}"))
-    return [(address, port) for address, port, inode in _listen_table() if inode in sockets]
+    return [(address, port) for address, port, inode in listen_table() if inode in sockets]
 
 
-def _listen_table() -> Iterator[tuple[str, int, str]]:
+def listen_table() -> Iterator[tuple[str, int, str]]:
     """(address, port, socket inode) of every listening TCP socket, IPv4 and IPv6."""
     for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
         try:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scripts.errors import StackError
+from scripts.processes import last_line
 
 PG_MAJOR = 15
 ADMINER_PACKAGE = "adminer"
@@ -229,7 +230,11 @@ def fetch_adminer() -> Path:
     """
     target = adminer_php()
     digest_file = target.with_suffix(".php.sha256")
-    if target.is_file() and digest_file.is_file():
+    if target.is_file() and not digest_file.is_file():
+        # Saved by hand (where there is no apt-get): trust it now, notice changes later.
+        digest_file.write_text(f"{_sha256(target)}  adminer.php\n")
+        return target
+    if target.is_file():
         if _sha256(target) == digest_file.read_text().split()[0]:
             return target
         target.unlink()  # changed since it was fetched: fetch again
@@ -250,13 +255,23 @@ def fetch_adminer() -> Path:
         )
         debs = list(Path(tmp).glob(f"{ADMINER_PACKAGE}_*.deb"))
         if result.returncode != 0 or not debs:
-            detail = (result.stderr.strip().splitlines() or ["no package"])[-1]
             raise StackError(
-                f"Could not download Debian's adminer package ({detail}): run "
-                "`apt-get update` and try again."
+                "Could not download Debian's adminer package "
+                f"({last_line(result.stderr, 'no package')}): run `apt-get update` and try again."
             )
-        subprocess.run(["dpkg-deb", "-x", str(debs[0]), f"{tmp}/x"], check=True)
+        unpacked = subprocess.run(
+            ["dpkg-deb", "-x", str(debs[0]), f"{tmp}/x"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         page = Path(tmp) / "x/usr/share/adminer/adminer.php"
+        if unpacked.returncode != 0 or not page.is_file():
+            raise StackError(
+                f"Debian's adminer package {debs[0].name} holds no adminer.php where expected "
+                f"({last_line(unpacked.stderr, 'nothing unpacked')}): save Adminer 4.8.1 as "
+                f"{target} by hand."
+            )
         partial = target.with_suffix(".partial")
         shutil.copyfile(page, partial)
         partial.replace(target)

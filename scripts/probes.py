@@ -23,6 +23,7 @@ class ProbeResult:
     ok: bool
     detail: str  # one line: what answered, or why not
     fatal: bool = False  # waiting longer will not help (wrong password, ...)
+    refused: bool = False  # nothing listens at all (not started, as opposed to broken)
 
 
 class ProtocolError(Exception):
@@ -229,7 +230,7 @@ def probe_postgres(login: PgLogin, timeout: float = 2.0) -> ProbeResult:
     except AuthenticityError as exc:
         return ProbeResult(False, str(exc), fatal=True)
     except (OSError, ProtocolError) as exc:
-        return ProbeResult(False, _os_reason(exc, login.host, login.port))
+        return _unreachable(exc, login.host, login.port)
     if rows != [("1",)]:
         return ProbeResult(False, f"SELECT 1 returned {rows!r}")
     return ProbeResult(True, f"PostgreSQL {params.get('server_version', '?')}, SELECT 1 ok")
@@ -297,7 +298,7 @@ def probe_redis(host: str, port: int, password: str, timeout: float = 2.0) -> Pr
         transient = text.startswith(("LOADING", "BUSY", "MASTERDOWN"))
         return ProbeResult(False, text, fatal=not transient)
     except (OSError, ProtocolError) as exc:
-        return ProbeResult(False, _os_reason(exc, host, port))
+        return _unreachable(exc, host, port)
     if reply != "PONG":
         return ProbeResult(False, f"PING answered {reply!r}")
     return ProbeResult(True, "PING with AUTH answered PONG")
@@ -318,7 +319,7 @@ def probe_http(host: str, port: int, path: str = "/", timeout: float = 2.0) -> P
         finally:
             connection.close()
     except (OSError, http.client.HTTPException) as exc:
-        return ProbeResult(False, _os_reason(exc, host, port))
+        return _unreachable(exc, host, port)
     if response.status != 200:
         return ProbeResult(False, f"HTTP {response.status} {response.reason}")
     if b"Adminer" not in body:
@@ -326,13 +327,13 @@ def probe_http(host: str, port: int, path: str = "/", timeout: float = 2.0) -> P
     return ProbeResult(True, "HTTP 200, Adminer login page")
 
 
-def _os_reason(exc: BaseException, host: str, port: int) -> str:
+def _unreachable(exc: BaseException, host: str, port: int) -> ProbeResult:
     where = f"{host}:{port}"
     if isinstance(exc, ConnectionRefusedError):
-        return f"nothing listens on {where}"
+        return ProbeResult(False, f"nothing listens on {where}", refused=True)
     if isinstance(exc, TimeoutError | socket.timeout):
-        return f"{where} did not answer in time"
-    return f"{where}: {exc}"
+        return ProbeResult(False, f"{where} did not answer in time")
+    return ProbeResult(False, f"{where}: {exc}")
 
 
 # --- Waiting --------------------------------------------------------------------------------

@@ -25,17 +25,22 @@ class RunAs:
     gid: int
 
     @classmethod
-    def for_server(cls, preferred: str = "postgres") -> RunAs | None:
+    def for_server(cls) -> RunAs | None:
         """None when not root: servers then run as the current user."""
         if os.geteuid() != 0:
             return None
-        for name in (preferred, "nobody"):
+        for name in ("postgres", "nobody"):
             try:
                 entry = pwd.getpwnam(name)
             except KeyError:
                 continue
             return cls(name, entry.pw_uid, entry.pw_gid)
-        raise RuntimeError("no unprivileged account (postgres or nobody) to run servers as")
+        from scripts.errors import StackError
+
+        raise StackError(
+            "PostgreSQL refuses to run as root and this machine has neither a postgres nor a "
+            "nobody account: create one (`useradd --system postgres`) or run as another user."
+        )
 
     def chown(self, path: Path) -> None:
         os.chown(path, self.uid, self.gid)
@@ -182,6 +187,12 @@ def wait_gone(pid: int, timeout: float) -> bool:
 def _reap(pid: int) -> None:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def last_line(text: str, default: str = "no output") -> str:
+    """The last non-empty line of a command's output (its error, usually)."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else default
 
 
 def tail(path: Path, lines: int = 5) -> list[str]:

@@ -36,6 +36,7 @@ class Checked:
     format: str  # custom | directory | sql | sql.gz
     manifest: Manifest | None
     entries: int  # table-data entries in the archive's table of contents (0 for SQL)
+    inside: str | None  # where pg_restore reads the archive (None for SQL, fed to psql)
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,11 @@ class RestoreResult:
     seconds: float
 
 
-def check(path: Path, backend: Backend) -> Checked:
-    """Refuse a missing, foreign, truncated or damaged file before anything is touched."""
+@contextlib.contextmanager
+def opened(path: Path, backend: Backend) -> Iterator[Checked]:
+    """Check a backup (a missing, foreign, truncated or damaged file is refused before anything
+    is touched) and keep it where the pg tools read it until the block ends: an archive is
+    copied into a container once, for both the check and the restore."""
     if not path.exists():
         raise StackError(
             f"No backup at {display_path(path)}: list the backups with `inv db.backups`."
@@ -62,19 +66,18 @@ def check(path: Path, backend: Backend) -> Checked:
                 "is damaged or incomplete. Nothing was changed; restore another backup."
             )
     fmt = detect_format(path)
-    entries = 0
-    if fmt in ("custom", "directory"):
-        entries = _toc_entries(path, backend)
-    else:
+    if fmt not in ("custom", "directory"):
         _check_plain_sql(path, compressed=fmt == "sql.gz")
-    return Checked(path, fmt, manifest, entries)
-
-
-def _toc_entries(path: Path, backend: Backend) -> int:
-    """Read the archive's table of contents with pg_restore --list; count its table data."""
+        yield Checked(path, fmt, manifest, 0, None)
+        return
     with backend.pg_input(path) as inside:
-        argv, env = backend.pg_command("pg_restore", ["--list", inside])
-        result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        yield Checked(path, fmt, manifest, _toc_entries(path, inside, backend), inside)
+
+
+def _toc_entries(path: Path, inside: str, backend: Backend) -> int:
+    """Read the archive's table of contents with pg_restore --list; count its table data."""
+    argv, env = backend.pg_command("pg_restore", ["--list", inside])
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         detail = (result.stderr.strip().splitlines() or ["unreadable"])[-1]
         detail = detail.removeprefix("pg_restore: error: ")
@@ -192,23 +195,22 @@ def _load(
     jobs: int,
     progress: Progress | None,
 ) -> None:
-    if checked.format in ("custom", "directory"):
-        with backend.pg_input(checked.path) as inside:
-            argv, env = backend.pg_command(
-                "pg_restore",
-                [
-                    "--dbname",
-                    database,
-                    "--no-owner",
-                    "--no-privileges",
-                    "--exit-on-error",
-                    "--verbose",
-                    f"--jobs={jobs}",
-                    inside,
-                ],
-            )
-            with backups.run_tool(argv, env, checked.entries, progress, "pg_restore"):
-                pass
+    if checked.inside is not None:
+        argv, env = backend.pg_command(
+            "pg_restore",
+            [
+                "--dbname",
+                database,
+                "--no-owner",
+                "--no-privileges",
+                "--exit-on-error",
+                "--verbose",
+                f"--jobs={jobs}",
+                checked.inside,
+            ],
+        )
+        with backups.run_tool(argv, env, checked.entries, progress, "pg_restore"):
+            pass
         return
     # Plain SQL: psql in one transaction, stopping at the first error.
     argv, env = backend.pg_command(

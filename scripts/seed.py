@@ -24,7 +24,7 @@ SCALED_PASSWORD = "scaled123!"  # noqa: S105 - a documented dev-only password
 # seed_scale() runs take turns on this transaction-level advisory lock.
 LOCK_KEY = 0x7363616C6564  # "scaled"
 
-Progress = Callable[[str, int, int], None]
+Progress = Callable[[int, int, str], None]  # (steps done, steps in all, step), as backups
 STEPS = ("users", "agents", "reviews", "ratings", "transactions", "vacuum")
 
 # Per 100 generated users, on average (random per row, so a run varies a little):
@@ -211,6 +211,16 @@ def seed(settings: Settings) -> dict[str, int]:
         return _counts(conn)
 
 
+def check_scale(users: int, minimum: int = 0) -> None:
+    """Refuse a number of users to generate that is not a whole number of `minimum` or more
+    (0 is `inv db.seed` without --scale)."""
+    if isinstance(users, bool) or not isinstance(users, int) or users < minimum:
+        raise StackError(
+            f"The number of users to generate must be a whole number of at least 1, not "
+            f"{users!r}: pass e.g. --scale 1000."
+        )
+
+
 def seed_scale(
     settings: Settings, users: int, *, progress: Progress | None = None
 ) -> dict[str, int]:
@@ -221,20 +231,16 @@ def seed_scale(
     ai_agents wait until it commits (their triggers are switched off inside it).
     Users are scaled_<n> / scaled_<n>@example.com, numbered after the highest existing one,
     all with the password scaled123!. Returns the rows added per table.
-    `progress(step, steps_done, steps_total)` is called before each step and at the end.
+    `progress(steps_done, steps_total, step)` is called before each step and at the end.
     """
     import psycopg
 
-    if isinstance(users, bool) or not isinstance(users, int) or users < 1:
-        raise StackError(
-            f"The number of users to generate must be a whole number of at least 1, not "
-            f"{users!r}: pass e.g. --scale 1000."
-        )
+    check_scale(users, minimum=1)
 
     def report(step: int) -> None:
         if progress is not None:
             name = STEPS[step] if step < len(STEPS) else "done"
-            progress(name, step, len(STEPS))
+            progress(step, len(STEPS), name)
 
     added: dict[str, int] = {}
     with connect(settings) as conn:
@@ -296,12 +302,6 @@ def seed_scale(
             ) from None
     report(len(STEPS))
     return added
-
-
-def table_counts(settings: Settings) -> dict[str, int]:
-    """Rows per table of the marketplace schema."""
-    with connect(settings) as conn:
-        return _counts(conn)
 
 
 def database_size(settings: Settings) -> int:

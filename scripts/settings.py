@@ -48,7 +48,7 @@ DEFAULTS: dict[str, str | None] = {
 # Keys read from the process environment only, never from an env file.
 PROCESS_ONLY_KEYS = ("STACK_ENV_FILE",)
 PORT_KEYS = ("POSTGRES_PORT", "REDIS_PORT", "ADMINER_PORT")
-SECRET_KEYS = frozenset({*PASSWORD_KEYS, "DATABASE_URL", "REDIS_URL"})
+PORT_KEY_OF = {"postgres": "POSTGRES_PORT", "redis": "REDIS_PORT", "adminer": "ADMINER_PORT"}
 
 _PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _INTERPOLATION = re.compile(
@@ -129,7 +129,15 @@ class Settings:
     @property
     def connect_host(self) -> str:
         """The address clients on this machine use to reach the published ports."""
-        return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.bind_address, self.bind_address)  # noqa: S104
+        return connect_host(self.bind_address)
+
+    def port(self, service: str) -> int:
+        """The published port of postgres, redis or adminer."""
+        return int(self.values[PORT_KEY_OF[service]])
+
+    @property
+    def adminer_url(self) -> str:
+        return f"http://{url_host(self.connect_host)}:{self.adminer_port}/"
 
     @property
     def database_url_masked(self) -> str:
@@ -335,15 +343,14 @@ def _build(path: Path, raw: dict[str, str]) -> Settings:
     bind = text("BIND_ADDRESS")
     backend = text("STACK_BACKEND").lower()
     ports = {key: int(text(key)) for key in PORT_KEYS}
-    bind_host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(bind, bind)  # noqa: S104
-    url_host = f"[{bind_host}]" if ":" in bind_host else bind_host
+    host = url_host(connect_host(bind))
     pg_password, redis_password = raw["POSTGRES_PASSWORD"], raw["REDIS_PASSWORD"]
     database_url = text("DATABASE_URL") or (
         f"postgresql://{quote(text('POSTGRES_USER'), safe='')}:{quote(pg_password, safe='')}"
-        f"@{url_host}:{ports['POSTGRES_PORT']}/{quote(text('POSTGRES_DB'), safe='')}"
+        f"@{host}:{ports['POSTGRES_PORT']}/{quote(text('POSTGRES_DB'), safe='')}"
     )
     redis_url = text("REDIS_URL") or (
-        f"redis://default:{quote(redis_password, safe='')}@{url_host}:{ports['REDIS_PORT']}/0"
+        f"redis://default:{quote(redis_password, safe='')}@{host}:{ports['REDIS_PORT']}/0"
     )
     state_dir = Path(text("STACK_STATE_DIR")).expanduser()
     backup_dir = Path(text("BACKUP_DIR")).expanduser()
@@ -373,6 +380,16 @@ def _build(path: Path, raw: dict[str, str]) -> Settings:
     )
 
 
+def connect_host(bind_address: str) -> str:
+    """Where clients on this machine reach ports bound to `bind_address` (wildcard: loopback)."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(bind_address, bind_address)  # noqa: S104
+
+
+def url_host(host: str) -> str:
+    """A host as URLs write it: IPv6 addresses in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
 def _is_ip(value: str) -> bool:
     import ipaddress
 
@@ -384,8 +401,18 @@ def _is_ip(value: str) -> bool:
 
 
 def mask_url(url: str) -> str:
-    """postgresql://user:secret@host/db -> postgresql://user:****@host/db"""
-    return re.sub(r"(://[^:/@]*:)[^@/]*(@)", r"\1****\2", url)
+    """postgresql://user:secret@host/db -> postgresql://user:****@host/db
+
+    Parsed as clients parse it (the host follows the last @), so no part of a password
+    holding @ or / survives.
+    """
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:****@{host}"))
 
 
 def create_env_file(

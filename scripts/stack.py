@@ -1,4 +1,4 @@
-"""Stack operations shared by both backends: start and wait, health, status, init, reset.
+"""Stack operations shared by both backends: start and wait, health, status, down, reset.
 
 The backend starts and stops things; this module decides when the stack is ready (our own
 probes, not Docker's healthcheck interval) and serialises changes with a lock file.
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scripts import console, probes
-from scripts.backends import CORE, SERVICES, Backend, ServiceState, get_backend
+from scripts.backends import CORE, SERVICES, Backend, ServiceState
 from scripts.errors import StackError
 from scripts.probes import ProbeResult
 from scripts.settings import Settings
@@ -28,12 +28,7 @@ class UpReport:
 
 
 def address(settings: Settings, service: str) -> tuple[str, int]:
-    port = {
-        "postgres": settings.postgres_port,
-        "redis": settings.redis_port,
-        "adminer": settings.adminer_port,
-    }[service]
-    return settings.connect_host, port
+    return settings.connect_host, settings.port(service)
 
 
 def probe_for(settings: Settings, service: str) -> Callable[[], ProbeResult]:
@@ -103,7 +98,7 @@ def health(settings: Settings) -> dict[str, ProbeResult | None]:
     results: dict[str, ProbeResult | None] = {}
     for service in SERVICES:
         result = probe_for(settings, service)()
-        if service not in CORE and not result.ok and result.detail.startswith("nothing listens"):
+        if service not in CORE and result.refused:
             results[service] = None  # the tools profile is optional
         else:
             results[service] = result
@@ -125,10 +120,6 @@ def status(settings: Settings, backend: Backend) -> list[StatusRow]:
         probe = probe_for(settings, service)() if state.running else None
         rows.append(StatusRow(service, state, f"{host}:{port}", probe))
     return rows
-
-
-def open_backend(settings: Settings) -> Backend:
-    return get_backend(settings)
 
 
 def reset(
@@ -179,5 +170,5 @@ def connection_lines(settings: Settings) -> Mapping[str, str]:
         "Redis": f"{host}:{settings.redis_port}",
         "DATABASE_URL": settings.database_url_masked,
         "REDIS_URL": settings.redis_url_masked,
-        "Adminer": f"http://{host}:{settings.adminer_port}/  (after `inv up`)",
+        "Adminer": f"{settings.adminer_url}  (after `inv up`)",
     }

@@ -22,6 +22,7 @@ from scripts.errors import StackError
 from scripts.settings import (
     DEFAULTS,
     PLACEHOLDER_PASSWORD,
+    PORT_KEY_OF,
     PROCESS_ONLY_KEYS,
     ROOT,
     Settings,
@@ -51,7 +52,7 @@ class Check:
 
 
 class Report:
-    """Collects checks in order; `fail`, `warn` etc. return nothing so checks read as prose."""
+    """The checks in the order they ran, with a count per status."""
 
     def __init__(self) -> None:
         self.checks: list[Check] = []
@@ -111,7 +112,10 @@ def _backend_name(settings: Settings | None, environ: Mapping[str, str]) -> str:
     from scripts.backends import resolve_backend_name
 
     if settings is not None:
-        return resolve_backend_name(settings)
+        try:
+            return resolve_backend_name(settings)
+        except StackError:  # e.g. a Docker socket this user may not use: Tools says so
+            return "native"
     path = env_file_path(environ)
     try:  # the env file's choice counts even when another of its keys is bad
         from_file = parse_env_text(path.read_text(encoding="utf-8"), environ)
@@ -122,7 +126,10 @@ def _backend_name(settings: Settings | None, environ: Mapping[str, str]) -> str:
         return configured
     from scripts.docker_engine import compose_version, engine_version
 
-    return "compose" if engine_version() and compose_version() else "native"
+    try:
+        return "compose" if engine_version() and compose_version() else "native"
+    except StackError:
+        return "native"
 
 
 # --- tools -----------------------------------------------------------------------------------
@@ -459,11 +466,7 @@ def _compose_structure(document: Any) -> Iterator[tuple[str, bool, str]]:
     for service in ("postgres", "redis"):
         test = ((services.get(service) or {}).get("healthcheck") or {}).get("test")
         yield f"{service} healthcheck", bool(test), f"{service} has a healthcheck"
-    for service, key in (
-        ("postgres", "POSTGRES_PORT"),
-        ("redis", "REDIS_PORT"),
-        ("adminer", "ADMINER_PORT"),
-    ):
+    for service, key in PORT_KEY_OF.items():
         published = " ".join(str(p) for p in (services.get(service) or {}).get("ports") or [])
         ok = f"${{{key}" in published and "${BIND_ADDRESS" in published
         yield f"{service} ports", ok, f"{service} publishes ${{BIND_ADDRESS}}:${{{key}}}"
@@ -537,15 +540,11 @@ def _parse(report: Report, path: Path) -> None:
 
 def _ports(report: Report, settings: Settings, backend: Backend) -> None:
     try:
-        states = backend.states()
+        states = backend.states(sizes=False)
     except StackError:  # e.g. no Docker engine: the Tools area says so; judge ports alone
         states = {}
-    for service, key in (
-        ("postgres", "POSTGRES_PORT"),
-        ("redis", "REDIS_PORT"),
-        ("adminer", "ADMINER_PORT"),
-    ):
-        port = int(settings.values[key])
+    for service, key in PORT_KEY_OF.items():
+        port = settings.port(service)
         try:
             free = ports.is_free(settings.bind_address, port)
         except StackError as exc:  # BIND_ADDRESS is not an address of this machine
@@ -635,7 +634,10 @@ def _services(report: Report, settings: Settings) -> None:
             "" if result.ok else "start it with `inv up-core`; see `inv logs`",
         )
         if service == "postgres" and result.ok:
-            _schema(report, settings)
+            try:
+                _schema(report, settings)
+            except StackError as exc:  # e.g. DATABASE_URL points elsewhere than POSTGRES_*
+                report.add("Services", "schema", "fail", exc.message, "fix DATABASE_URL")
         if service == "redis" and result.ok:
             try:
                 reply = redis_command(
@@ -657,10 +659,16 @@ def _services(report: Report, settings: Settings) -> None:
                     "" if on else "keep docker/redis/redis.conf's appendonly yes",
                 )
     adminer = probe_for(settings, "adminer")()
-    if adminer.ok:
-        report.add("Services", "adminer answers", "pass", adminer.detail)
-    else:
+    if adminer.refused:
         report.add("Services", "adminer answers", "skip", "not started (`inv up` starts it)")
+    else:
+        report.add(
+            "Services",
+            "adminer answers",
+            "pass" if adminer.ok else "fail",
+            adminer.detail,
+            "" if adminer.ok else "see `inv logs -s adminer`",
+        )
 
 
 def _schema(report: Report, settings: Settings) -> None:
@@ -757,12 +765,8 @@ def _security(report: Report, settings: Settings) -> None:
     from scripts.probes import PgError, PgLogin, ProtocolError, RedisError, pg_query, redis_command
 
     area = "Security"
-    for service, key in (
-        ("postgres", "POSTGRES_PORT"),
-        ("redis", "REDIS_PORT"),
-        ("adminer", "ADMINER_PORT"),
-    ):
-        port = int(settings.values[key])
+    for service in PORT_KEY_OF:
+        port = settings.port(service)
         addresses = _listening(port)
         if not addresses:
             continue
@@ -825,13 +829,7 @@ def _security(report: Report, settings: Settings) -> None:
 
 
 def _listening(port: int) -> set[str]:
-    from scripts.ports import listening_addresses
-
-    found: set[str] = set()
-    for owner in ports.listeners(port):
-        if owner.pid is not None:
-            found |= {address for address, p in listening_addresses(owner.pid) if p == port}
-    return found
+    return {address for address, listening, _ in ports.listen_table() if listening == port}
 
 
 def _backups_private(report: Report, settings: Settings) -> None:

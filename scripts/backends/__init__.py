@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 
 SERVICES = ("postgres", "redis", "adminer")
 CORE = ("postgres", "redis")
-TOOLS = ("adminer",)
 
 
 @dataclass(frozen=True)
@@ -52,8 +51,8 @@ class Backend(Protocol):
     def has_database(self) -> bool:
         """Whether PostgreSQL data exists (initialised), running or not."""
 
-    def states(self) -> dict[str, ServiceState]:
-        """State of every service, running or not."""
+    def states(self, *, sizes: bool = True) -> dict[str, ServiceState]:
+        """State of every service, running or not (data sizes cost a walk of the data)."""
 
     def exit_reason(self, service: str) -> str | None:
         """Why a starting service can never become ready (it exited), else None."""

@@ -1,6 +1,7 @@
 """The Docker Compose backend: docker-compose.yml driven with this stack's env file.
 
-Every `docker compose` invocation is built by `compose_argv` and run by `ComposeBackend._run`;
+Every `docker compose` command line is built by `compose_argv`, and every docker call of the
+backend goes through `_docker`, which turns a missing docker CLI into one clear sentence.
 pg tools run inside the postgres container, so the host needs no PostgreSQL client.
 """
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from scripts.settings import Settings
 
 COMPOSE_FILE = "docker-compose.yml"
+_NO_DOCKER = "The docker CLI was not found: install Docker, or set STACK_BACKEND=native."
 CONTAINER_SUFFIX = {"postgres": "db", "redis": "redis", "adminer": "adminer"}
 
 
@@ -61,12 +63,9 @@ class ComposeBackend:
     def container(self, service: str) -> str:
         return f"{self.settings.project}_{CONTAINER_SUFFIX[service]}"
 
-    def _run(
-        self, *args: str, capture: bool = True, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        argv = compose_argv(self.settings, *args)
+    def _docker(self, argv: list[str], *, capture: bool = True) -> subprocess.CompletedProcess[str]:
         try:
-            result = subprocess.run(
+            return subprocess.run(
                 argv,
                 env=self.settings.subprocess_env(),
                 capture_output=capture,
@@ -74,9 +73,13 @@ class ComposeBackend:
                 check=False,
             )
         except FileNotFoundError:
-            raise StackError(
-                "The docker CLI was not found: install Docker, or set STACK_BACKEND=native."
-            ) from None
+            raise StackError(_NO_DOCKER) from None
+
+    def _run(
+        self, *args: str, capture: bool = True, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """`docker compose ARGS` for this stack; a failure is a StackError unless not `check`."""
+        result = self._docker(compose_argv(self.settings, *args), capture=capture)
         if check and result.returncode != 0:
             detail = (result.stderr or result.stdout or "").strip().splitlines()
             raise StackError(
@@ -115,31 +118,16 @@ class ComposeBackend:
     def destroy(self) -> list[str]:
         volumes = self._volumes()
         network = f"{self.settings.project}_network"
-        listed = subprocess.run(
-            ["docker", "network", "ls", "--quiet", "--filter", f"name=^{network}$"],
-            capture_output=True,
-            text=True,
-            check=False,
+        listed = self._docker(
+            ["docker", "network", "ls", "--quiet", "--filter", f"name=^{network}$"]
         )
         self._run("--profile", "*", "down", "--volumes", "--remove-orphans")
         removed = [f"volume {v}" for v in volumes]
         return removed + ([f"network {network}"] if listed.stdout.strip() else [])
 
     def _volumes(self) -> list[str]:
-        result = subprocess.run(
-            [
-                "docker",
-                "volume",
-                "ls",
-                "--quiet",
-                "--filter",
-                f"label=com.docker.compose.project={self.settings.project}",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        return result.stdout.split()
+        label = f"label=com.docker.compose.project={self.settings.project}"
+        return self._docker(["docker", "volume", "ls", "--quiet", "--filter", label]).stdout.split()
 
     def _ps(self) -> list[dict[str, object]]:
         result = self._run("--profile", "*", "ps", "--all", "--format", "json")
@@ -150,13 +138,13 @@ class ComposeBackend:
             return list(json.loads(text))
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
-    def states(self) -> dict[str, ServiceState]:
+    def states(self, *, sizes: bool = True) -> dict[str, ServiceState]:
         found = {str(row.get("Service")): row for row in self._ps()}
-        sizes = self._volume_sizes()
+        data = self._volume_sizes() if sizes else {}
         result = {}
         for service in SERVICES:
             row = found.get(service)
-            size = sizes.get(service)
+            size = data.get(service)
             if row is None:
                 result[service] = ServiceState(service, False, "not created", "", size)
                 continue
@@ -168,12 +156,7 @@ class ComposeBackend:
         return result
 
     def _volume_sizes(self) -> dict[str, int]:
-        result = subprocess.run(
-            ["docker", "system", "df", "--verbose", "--format", "json"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        result = self._docker(["docker", "system", "df", "--verbose", "--format", "json"])
         sizes: dict[str, int] = {}
         if result.returncode != 0:
             return sizes
@@ -203,12 +186,15 @@ class ComposeBackend:
         env = self.settings.subprocess_env()
         lock = threading.Lock()
         for service in services:
-            proc = subprocess.Popen(
-                compose_argv(self.settings, *args, service),
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-            )
+            try:
+                proc = subprocess.Popen(
+                    compose_argv(self.settings, *args, service),
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                )
+            except FileNotFoundError:
+                raise StackError(_NO_DOCKER) from None
             thread = threading.Thread(target=_prefix_lines, args=(proc, service, width, lock))
             thread.start()
             readers.append((proc, thread))

@@ -25,6 +25,7 @@ from scripts.backends import SERVICES, ServiceState
 from scripts.console import display_path as _display
 from scripts.errors import StackError
 from scripts.processes import RunAs
+from scripts.settings import url_host
 
 if TYPE_CHECKING:
     from scripts.settings import Settings
@@ -122,12 +123,12 @@ class NativeBackend:
             return None  # a stale pid file whose number now belongs to another program
         return pid
 
-    def states(self) -> dict[str, ServiceState]:
+    def states(self, *, sizes: bool = True) -> dict[str, ServiceState]:
         result = {}
         for service in SERVICES:
             pid = self._pid(service)
             data = {"postgres": self.pg_data, "redis": self.redis_data}.get(service)
-            size = _disk_usage(data) if data is not None and data.exists() else None
+            size = _disk_usage(data) if sizes and data is not None and data.exists() else None
             if pid is not None:
                 state = ServiceState(service, True, "running", f"pid {pid}", size)
             elif service == "postgres" and not (self.pg_data / "PG_VERSION").exists():
@@ -257,7 +258,7 @@ class NativeBackend:
             if result.returncode != 0:
                 shutil.rmtree(work, ignore_errors=True)
                 raise StackError(
-                    f"initdb failed: {_last_line(result.stderr)}. See {_display(log)} "
+                    f"initdb failed: {processes.last_line(result.stderr)}. See {_display(log)} "
                     "and check that the disk has space."
                 )
             hba = work / "pg_hba.conf"
@@ -300,7 +301,8 @@ class NativeBackend:
             if server.poll() is not None:
                 raise StackError(
                     f"PostgreSQL did not start for its first initialisation: "
-                    f"{_last_line(chr(10).join(processes.tail(log)))}. See {_display(log)}."
+                    f"{processes.last_line(chr(10).join(processes.tail(log)))}. "
+                    f"See {_display(log)}."
                 )
             if time.monotonic() > deadline:
                 raise StackError(f"PostgreSQL did not start within 60 s: see {_display(log)}.")
@@ -365,7 +367,7 @@ class NativeBackend:
         wrapper = wrapper_dir / "index.php"
         server = f"{s.connect_host}:{s.postgres_port}"
         wrapper.write_text(_ADMINER_WRAPPER.format(server=server, adminer=_php_string(page)))
-        host = f"[{s.bind_address}]" if ":" in s.bind_address else s.bind_address
+        host = url_host(s.bind_address)
         php = shutil.which("php") or "php"
         proc = processes.spawn(
             [
@@ -589,9 +591,4 @@ def _psql_error(stderr: str) -> str:
         if match:
             where = f" (line {match['line']})" if match["line"] else ""
             return f"{match['level']}: {match['text']}{where}"
-    return _last_line(stderr)
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "no output"
+    return processes.last_line(stderr)

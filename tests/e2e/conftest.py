@@ -102,4 +102,4 @@ def shot(page: Page, artifacts: Path, request: pytest.FixtureRequest) -> Shot:
 
 @pytest.fixture
 def adminer_url(stack: Settings) -> str:
-    return browser_module.adminer_base(stack)
+    return stack.adminer_url

@@ -564,7 +564,7 @@ def test_seed_scale_adds_proportional_valid_data(seeded: Settings) -> None:
     before = counts(seeded)
     steps: list[tuple[str, int, int]] = []
 
-    def progress(step: str, done: int, total: int) -> None:
+    def progress(done: int, total: int, step: str) -> None:
         steps.append((step, done, total))
 
     added = seed.seed_scale(seeded, 200, progress=progress)

@@ -219,7 +219,7 @@ def test_probes_against_a_closed_port_say_nothing_listens() -> None:
             probe_http("127.0.0.1", port),
         ]
     for result in results:
-        assert result == ProbeResult(False, f"nothing listens on {where}", fatal=False)
+        assert result == ProbeResult(False, f"nothing listens on {where}", refused=True)
 
 
 # --- a fake Redis server ----------------------------------------------------------------------
