@@ -403,16 +403,15 @@ def _is_ip(value: str) -> bool:
 def mask_url(url: str) -> str:
     """postgresql://user:secret@host/db -> postgresql://user:****@host/db
 
-    Parsed as clients parse it (the host follows the last @), so no part of a password
-    holding @ or / survives.
+    Everything up to the last @ before the query goes: a password holding an unquoted @ or /
+    (which clients then misread) still shows none of itself.
     """
-    from urllib.parse import urlsplit, urlunsplit
+    from urllib.parse import urlsplit
 
-    parts = urlsplit(url)
-    if parts.password is None:
+    if urlsplit(url).password is None:
         return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:****@{host}"))
+    head, mark, query = url.partition("?")
+    return re.sub(r"^([A-Za-z][\w+.-]*://[^:/@]*:).*@", r"\1****@", head) + mark + query
 
 
 def create_env_file(

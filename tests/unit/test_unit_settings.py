@@ -271,6 +271,13 @@ def test_mask_url_hides_only_the_password() -> None:
     assert mask_url("postgresql://user@host/db") == "postgresql://user@host/db"
 
 
+def test_mask_url_hides_every_part_of_a_password_holding_at_or_slash() -> None:
+    # Clients take the host after the last @: so must the mask, or "ss/w" would show.
+    masked = mask_url("redis://default:p@ss/w@127.0.0.1:6379/0")
+    assert masked == "redis://default:****@127.0.0.1:6379/0"
+    assert mask_url("postgresql://u:a@b@h:5432/db?x=a@b") == "postgresql://u:****@h:5432/db?x=a@b"
+
+
 # --- derived URLs ---------------------------------------------------------------------------
 
 
