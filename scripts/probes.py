@@ -2,7 +2,8 @@
 
 A probe is a real login and query (PostgreSQL: SCRAM-SHA-256 then SELECT 1; Redis: AUTH then
 PING; Adminer: an HTTP GET). psycopg and redis-py take ~0.4 s each to import, which is more
-than a warm start of the whole stack, so health checks and readiness waits use these instead.
+than a warm start of the whole stack, so health checks, readiness waits and the snapshot a
+backup shares with pg_dump (PgSession) use these instead.
 """
 
 from __future__ import annotations
@@ -121,6 +122,55 @@ class PgLogin:
     dbname: str
 
 
+class PgSession:
+    """One logged-in connection running simple queries (values as text, NULL as None).
+
+    For SQL on a hot path where psycopg's import would cost more than the work: probes,
+    and the snapshot a backup shares with pg_dump. Login and connect wait at most
+    `timeout`; queries wait `query_timeout` (None: as long as the server takes).
+    Raises OSError when nothing answers, PgError when the server says no.
+    """
+
+    def __init__(self, login: PgLogin, timeout: float, query_timeout: float | None) -> None:
+        self._conn = _Conn(login.host, login.port, timeout)
+        try:
+            self.params = _pg_login(self._conn, login)
+            self._conn.sock.settimeout(query_timeout)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def query(self, sql: str) -> list[tuple[str | None, ...]]:
+        self._conn.send(_pg_message(b"Q", sql.encode() + b"\0"))
+        rows: list[tuple[str | None, ...]] = []
+        error: PgError | None = None
+        while True:
+            kind, payload = _pg_read(self._conn)
+            if kind == b"D":
+                rows.append(_pg_row(payload))
+            elif kind == b"E":
+                error = PgError(*_pg_error_text(payload))
+            elif kind == b"Z":
+                break
+        if error is not None:
+            raise error
+        return rows
+
+    def close(self) -> None:
+        try:
+            self._conn.send(_pg_message(b"X", b""))
+        except OSError:
+            pass  # the server went first: nothing to say goodbye to
+        finally:
+            self._conn.close()
+
+    def __enter__(self) -> PgSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def pg_query(
     login: PgLogin, sql: str, timeout: float = 2.0
 ) -> tuple[list[tuple[str | None, ...]], dict[str, str]]:
@@ -128,26 +178,8 @@ def pg_query(
 
     Raises OSError when nothing answers, PgError when the server says no.
     """
-    conn = _Conn(login.host, login.port, timeout)
-    try:
-        params = _pg_login(conn, login)
-        conn.send(_pg_message(b"Q", sql.encode() + b"\0"))
-        rows: list[tuple[str | None, ...]] = []
-        error: PgError | None = None
-        while True:
-            kind, payload = _pg_read(conn)
-            if kind == b"D":
-                rows.append(_pg_row(payload))
-            elif kind == b"E":
-                error = PgError(*_pg_error_text(payload))
-            elif kind == b"Z":
-                break
-        conn.send(_pg_message(b"X", b""))
-        if error is not None:
-            raise error
-        return rows, params
-    finally:
-        conn.close()
+    with PgSession(login, timeout, timeout) as session:
+        return session.query(sql), session.params
 
 
 def _pg_login(conn: _Conn, login: PgLogin) -> dict[str, str]:
@@ -230,7 +262,7 @@ def probe_postgres(login: PgLogin, timeout: float = 2.0) -> ProbeResult:
     except AuthenticityError as exc:
         return ProbeResult(False, str(exc), fatal=True)
     except (OSError, ProtocolError) as exc:
-        return _unreachable(exc, login.host, login.port)
+        return unreachable(exc, login.host, login.port)
     if rows != [("1",)]:
         return ProbeResult(False, f"SELECT 1 returned {rows!r}")
     return ProbeResult(True, f"PostgreSQL {params.get('server_version', '?')}, SELECT 1 ok")
@@ -298,7 +330,7 @@ def probe_redis(host: str, port: int, password: str, timeout: float = 2.0) -> Pr
         transient = text.startswith(("LOADING", "BUSY", "MASTERDOWN"))
         return ProbeResult(False, text, fatal=not transient)
     except (OSError, ProtocolError) as exc:
-        return _unreachable(exc, host, port)
+        return unreachable(exc, host, port)
     if reply != "PONG":
         return ProbeResult(False, f"PING answered {reply!r}")
     return ProbeResult(True, "PING with AUTH answered PONG")
@@ -319,7 +351,7 @@ def probe_http(host: str, port: int, path: str = "/", timeout: float = 2.0) -> P
         finally:
             connection.close()
     except (OSError, http.client.HTTPException) as exc:
-        return _unreachable(exc, host, port)
+        return unreachable(exc, host, port)
     if response.status != 200:
         return ProbeResult(False, f"HTTP {response.status} {response.reason}")
     if b"Adminer" not in body:
@@ -327,7 +359,7 @@ def probe_http(host: str, port: int, path: str = "/", timeout: float = 2.0) -> P
     return ProbeResult(True, "HTTP 200, Adminer login page")
 
 
-def _unreachable(exc: BaseException, host: str, port: int) -> ProbeResult:
+def unreachable(exc: BaseException, host: str, port: int) -> ProbeResult:
     where = f"{host}:{port}"
     if isinstance(exc, ConnectionRefusedError):
         return ProbeResult(False, f"nothing listens on {where}", refused=True)

@@ -243,7 +243,11 @@ def _counts(settings: Settings, database: str) -> dict[str, int]:
     from scripts.database import connect
 
     with connect(settings, dbname=database) as conn:
-        return backups.row_counts(conn, backups.user_tables(conn))
+
+        def query(sql: str) -> backups.Rows:
+            return conn.execute(sql).fetchall()
+
+        return backups.row_counts(query, backups.user_tables(query))
 
 
 def _compare(checked: Checked, counts: dict[str, int]) -> None:

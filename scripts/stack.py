@@ -31,16 +31,22 @@ def address(settings: Settings, service: str) -> tuple[str, int]:
     return settings.connect_host, settings.port(service)
 
 
+def pg_login(settings: Settings) -> probes.PgLogin:
+    """How the tasks' own PostgreSQL client (scripts.probes) logs in to the stack."""
+    host, port = address(settings, "postgres")
+    return probes.PgLogin(
+        host,
+        port,
+        settings.postgres_user,
+        settings.postgres_password.reveal(),
+        settings.postgres_db,
+    )
+
+
 def probe_for(settings: Settings, service: str) -> Callable[[], ProbeResult]:
     host, port = address(settings, service)
     if service == "postgres":
-        login = probes.PgLogin(
-            host,
-            port,
-            settings.postgres_user,
-            settings.postgres_password.reveal(),
-            settings.postgres_db,
-        )
+        login = pg_login(settings)
         return lambda: probes.probe_postgres(login)
     if service == "redis":
         return lambda: probes.probe_redis(host, port, settings.redis_password.reveal())

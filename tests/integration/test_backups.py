@@ -28,8 +28,11 @@ import redis
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from scripts import probes
 from scripts.backends import get_backend
+from scripts.ports import free_ports
 from scripts.settings import Settings
+from scripts.stack import pg_login
 from tests.integration.helpers import ROOT, Inv, connect, ensure_up, run_inv
 
 TABLES = ("users", "ai_agents", "reviews", "transactions")
@@ -702,6 +705,42 @@ def test_a_bad_backup_is_refused_and_the_database_is_untouched(
     assert _databases(stack) == databases
     with connect(stack) as conn:  # the scratch table of the archives is not restored either
         assert conn.execute("SELECT to_regclass(%s)", (archives.filler,)).fetchone() == (None,)
+
+
+@pytest.mark.parametrize("case", ["nothing listens", "wrong password"])
+def test_a_backup_that_cannot_log_in_says_why_and_writes_nothing(
+    stack: Settings, inv: Inv, tmp_path: Path, case: str
+) -> None:
+    backup_dir = tmp_path / "backups"
+    if case == "nothing listens":
+        (port,) = free_ports(1)
+        override = {"POSTGRES_PORT": str(port)}
+        names: tuple[str, ...] = (f"nothing listens on {stack.connect_host}:{port}", "inv up-core")
+    else:
+        override = {"POSTGRES_PASSWORD": "Not-The-Password-42"}
+        names = ("password authentication failed", "POSTGRES_")
+
+    result = inv("db.backup", env={**_env(backup_dir), **override})
+
+    _assert_refused(result, *names)
+    assert "Not-The-Password-42" not in result.stdout + result.stderr
+    assert not backup_dir.exists() or list(backup_dir.iterdir()) == []
+
+
+def test_the_snapshot_client_reads_rows_nulls_and_errors_as_postgres_sends_them(
+    stack: Settings,
+) -> None:
+    """The backup's snapshot talks through the tasks' own client, not psycopg: the same
+    answers from a real server, and still usable after an error."""
+    with probes.PgSession(pg_login(stack), timeout=10, query_timeout=60) as session:
+        rows = session.query("SELECT 1, NULL::text, 'it''s' UNION ALL SELECT 2, 'é', ''")
+        assert rows == [("1", None, "it's"), ("2", "é", "")]
+        with pytest.raises(probes.PgError) as caught:
+            session.query("SELECT * FROM no_such_table")
+        assert caught.value.code == "42P01"
+        assert session.query("SELECT count(*) FROM pg_extension WHERE extname = 'pgcrypto'") == [
+            ("1",)
+        ]
 
 
 def test_the_list_names_every_backup_in_full(inv: Inv, tmp_path: Path) -> None:
