@@ -48,6 +48,7 @@ class RunAs:
     def can_enter(self, path: Path) -> bool:
         """Whether this account may traverse every directory down to `path` (mode bits only)."""
         groups = set(os.getgrouplist(self.name, self.gid))
+        path = path.absolute()  # a relative path's parents stop at ".", short of the private ones
         for directory in [path, *path.parents]:
             try:
                 st = directory.stat()

@@ -235,6 +235,17 @@ def test_can_enter_follows_the_execute_bits_of_every_parent(nobody: RunAs, open_
     assert nobody.can_enter(outer)
 
 
+def test_can_enter_checks_the_parents_of_a_relative_path_too(
+    nobody: RunAs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A checkout inside a private directory, its paths given relative to the checkout.
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    checkout.chmod(0o755)
+    monkeypatch.chdir(checkout)
+    assert not nobody.can_enter(Path(".nox/bench/tmp"))
+
+
 def test_can_enter_uses_owner_then_group_bits(nobody: RunAs, open_root: Path) -> None:
     owned = open_root / "owned"
     owned.mkdir()
