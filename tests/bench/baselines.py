@@ -6,12 +6,13 @@ The host's PostgreSQL 15 tools, redis-server / redis-cli, and `docker compose` o
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
-from scripts.backends.native import INIT_SCRIPTS, REDIS_CONF, NativeBackend
+from scripts.backends.native import INIT_SCRIPTS, REDIS_CONF, RELOCATED_ROOT, NativeBackend
 from scripts.ports import free_ports
 from scripts.processes import RunAs
 from tests.bench.stacks import (
@@ -30,6 +31,15 @@ _ROOT_DIR = Path("/")
 def server_account() -> RunAs | None:
     """The postgres account when this process is root (PostgreSQL refuses to run as root)."""
     return RunAs.for_server()
+
+
+def reachable(path: Path, run_as: RunAs | None) -> Path:
+    """`path`, or, where the server account cannot enter one of its parents (a checkout under
+    /root, nox's temp dir inside a 0700 one), a place under the stack's own relocation root."""
+    if run_as is None or run_as.can_enter(path):
+        return path
+    digest = hashlib.sha256(str(path.absolute().parent).encode()).hexdigest()[:10]
+    return RELOCATED_ROOT / f"bench-{digest}" / path.name
 
 
 def owned_dir(path: Path, run_as: RunAs | None) -> Path:
@@ -75,7 +85,7 @@ class RawNativeServers:
         self.stack = stack
         self.run_as = server_account()
         self.bindir = pg_bindir()
-        self.logs = owned_dir(logs, self.run_as)
+        self.logs = owned_dir(reachable(logs, self.run_as), self.run_as)
         self.redis_proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -127,9 +137,7 @@ class ThrowawayStack:
         self.stack = stack
         self.run_as = server_account()
         self.bindir = pg_bindir()
-        if self.run_as is not None and not self.run_as.can_enter(scratch):
-            scratch = Path(tempfile.gettempdir())  # as the stack relocates its data dir
-        self.scratch = scratch
+        self.scratch = reachable(scratch, self.run_as)
         self.dir: Path | None = None
         self.pg: PgClient | None = None
         self.redis: RedisClient | None = None
