@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tests.bench import machine, report
+from tests.bench.baselines import remove_relocated
 from tests.bench.options import UsageError, parse
 from tests.bench.stacks import BenchStack
 from tests.bench.suite import Suite
@@ -59,6 +60,8 @@ def main(argv: Sequence[str]) -> int:
     except BenchError as exc:
         log(f"ABORTED: {exc}")
         return 1
+    finally:
+        remove_relocated(work)
     notes = list(GENERAL_NOTES)
     if options.compose_wanted and not with_docker:
         notes.append("No Docker engine answered: the compose figures were not measured.")

@@ -38,8 +38,17 @@ def reachable(path: Path, run_as: RunAs | None) -> Path:
     /root, nox's temp dir inside a 0700 one), a place under the stack's own relocation root."""
     if run_as is None or run_as.can_enter(path):
         return path
-    digest = hashlib.sha256(str(path.absolute().parent).encode()).hexdigest()[:10]
-    return RELOCATED_ROOT / f"bench-{digest}" / path.name
+    return _relocated(path.parent) / path.name
+
+
+def remove_relocated(work: Path) -> None:
+    """Delete what `reachable` moved out of `work` (scratch data dirs, server logs)."""
+    shutil.rmtree(_relocated(work), ignore_errors=True)
+
+
+def _relocated(work: Path) -> Path:
+    digest = hashlib.sha256(str(work.absolute()).encode()).hexdigest()[:10]
+    return RELOCATED_ROOT / f"bench-{digest}"
 
 
 def owned_dir(path: Path, run_as: RunAs | None) -> Path:
