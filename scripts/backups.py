@@ -101,20 +101,20 @@ def snapshot(settings: Settings) -> Iterator[tuple[Callable[[str], Rows], str]]:
     pg_dump's start by ~0.15 s.
     """
     from scripts import probes
-    from scripts.stack import address, pg_login
+    from scripts.stack import pg_login
 
-    host, port = address(settings, "postgres")
+    login = pg_login(settings)
     try:
-        session = probes.PgSession(pg_login(settings), timeout=10, query_timeout=None)
+        session = probes.PgSession(login, timeout=10, query_timeout=None)
     except probes.PgError as exc:
         raise StackError(
             f"PostgreSQL refused the backup's login ({exc.message.rstrip('.')}): check "
             f"the POSTGRES_* settings in {display_path(settings.env_file)}."
         ) from None
     except (OSError, probes.ProtocolError) as exc:
+        why = probes.unreachable(exc, login.host, login.port).detail
         raise StackError(
-            f"Cannot connect to PostgreSQL ({probes.unreachable(exc, host, port).detail}): "
-            "start the stack with `inv up-core`."
+            f"Cannot connect to PostgreSQL ({why}): start the stack with `inv up-core`."
         ) from None
     with session:
         session.query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")

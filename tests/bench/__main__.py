@@ -38,7 +38,7 @@ def main(argv: Sequence[str]) -> int:
         print(exc, file=sys.stderr)
         return 2
     assert options.work is not None
-    work = options.work.absolute()  # the server account checks every parent of its paths
+    work = options.work
     work.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
     date = machine.now()
