@@ -52,21 +52,21 @@ def user_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _open(*, announce: bool = True) -> tuple[Settings, Backend]:
-    from scripts.backends import get_backend
-    from scripts.console import say
-    from scripts.settings import load
+# What a task does to the stack decides what it checks first (scripts.preflight).
+READ, STOP, CHANGE = "read", "stop", "change"
 
-    settings = load()
-    backend = get_backend(settings)
-    if announce:
-        say("info", f"{backend.name} backend · {backend.where()}")
-    return settings, backend
+
+def _open(kind: str, *, announce: bool = True) -> tuple[Settings, Backend]:
+    from scripts.preflight import open_stack
+
+    return open_stack(kind, announce=announce)
 
 
 def _report_up(report: Any, what: str) -> None:
     from scripts.console import say
 
+    for name, how in report.passwords.items():
+        say("ok", f"{name}: password changed to the one in the env file ({how}).")
     for name, result in report.results.items():
         say("ok", f"{name}: {result.detail}")
     started = f"started {', '.join(report.started)}" if report.started else "already running"
@@ -80,10 +80,11 @@ def _report_up(report: Any, what: str) -> None:
 @user_errors
 def init(c: Context, yes: bool = False) -> None:
     """First run: create .env, install prerequisites, start the core."""
-    from scripts import initialise
-    from scripts.console import say
+    from scripts import initialise, preflight
+    from scripts.console import display_path, say
 
     settings, backend = initialise.run(yes=yes)
+    preflight.check(settings, backend, CHANGE)
     from scripts import stack
 
     report = stack.up(settings, backend, ("postgres", "redis"))
@@ -93,7 +94,8 @@ def init(c: Context, yes: bool = False) -> None:
     applied = migrations.migrate(settings)
     if applied:
         say("ok", f"Applied migrations: {', '.join(f'{a.version}_{a.name}' for a in applied)}")
-    say("info", "Connection (full URLs with passwords are in the env file):")
+    say("info", "Connection (`inv env` prints the application's environment; the URLs with")
+    say("info", f"passwords are in {display_path(settings.env_file)}):")
     for label, value in stack.connection_lines(settings).items():
         print(f"    {label:<13} {value}")
 
@@ -119,7 +121,7 @@ def up_core(c: Context) -> None:
     """Start postgres + redis and wait until both answer."""
     from scripts import stack
 
-    settings, backend = _open()
+    settings, backend = _open(CHANGE)
     _report_up(stack.up(settings, backend, ("postgres", "redis")), "postgres and redis")
 
 
@@ -129,7 +131,7 @@ def up(c: Context) -> None:
     """Start postgres + redis + adminer (profile "tools") and wait."""
     from scripts import stack
 
-    settings, backend = _open()
+    settings, backend = _open(CHANGE)
     report = stack.up(settings, backend, ("postgres", "redis", "adminer"))
     _report_up(report, "postgres, redis and adminer")
     print(f"    Adminer: {settings.adminer_url}")
@@ -142,7 +144,7 @@ def down(c: Context) -> None:
     from scripts import stack
     from scripts.console import say
 
-    settings, backend = _open()
+    settings, backend = _open(STOP)
     stopped = stack.down(settings, backend)
     say("ok", f"Stopped {', '.join(stopped)}." if stopped else "Nothing was running.")
 
@@ -154,7 +156,7 @@ def clean(c: Context) -> None:
     from scripts import stack
     from scripts.console import say
 
-    settings, backend = _open()
+    settings, backend = _open(STOP)
     removed = stack.clean(settings, backend)
     say("ok", "Removed: " + ", ".join(removed) if removed else "Nothing to clean.")
 
@@ -172,7 +174,7 @@ def reset(c: Context, yes: bool = False, backup: bool = True) -> None:
     from scripts.backups import restore_command
     from scripts.console import say
 
-    settings, backend = _open()
+    settings, backend = _open(CHANGE)
     if not yes:
         _ask(
             f"Delete every PostgreSQL and Redis data of this stack ({backend.where()})?",
@@ -211,7 +213,7 @@ def health(c: Context, json: bool = False) -> None:
     from scripts import stack
     from scripts.console import say
 
-    settings, backend = _open(announce=not json)
+    settings, backend = _open(READ, announce=not json)
     results = stack.health(settings)
     bad = [name for name, r in results.items() if r is not None and not r.ok]
     if json:
@@ -252,10 +254,11 @@ def health(c: Context, json: bool = False) -> None:
 def status(c: Context, json: bool = False) -> None:
     """Table of services: state, address, health, data size."""
     from scripts import stack
-    from scripts.console import human_size, mark, table
+    from scripts.console import human_size, mark, say, table
 
-    settings, backend = _open(announce=False)
+    settings, backend = _open(READ, announce=False)
     rows = stack.status(settings, backend)
+    problems = [p for p in (backend.ownership_problem(),) if p]
     if json:
         import json as jsonlib
 
@@ -264,6 +267,7 @@ def status(c: Context, json: bool = False) -> None:
                 {
                     "backend": backend.name,
                     "where": backend.where(),
+                    "problems": problems,
                     "services": [
                         {
                             "service": r.service,
@@ -300,6 +304,8 @@ def status(c: Context, json: bool = False) -> None:
             for r in rows
         ],
     )
+    for problem in problems:
+        say("warn", problem)
 
 
 @task(
@@ -315,8 +321,24 @@ def logs(c: Context, services: str = "", follow: bool = False, tail: int = 100) 
     from scripts.backends import check_services
 
     names = check_services([s.strip() for s in services.split(",") if s.strip()])
-    _, backend = _open(announce=False)
+    _, backend = _open(READ, announce=False)
     backend.logs(names, follow, tail)
+
+
+@task(
+    help={
+        "format": "dotenv (default: KEY=value lines), shell (export lines, for eval) or json.",
+        "show_secrets": "Print the passwords, and the URLs with them, instead of ****.",
+    }
+)
+@user_errors
+def env(c: Context, format: str = "dotenv", show_secrets: bool = False) -> None:
+    """Print the application's environment: URLs, hosts, ports, users."""
+    from scripts import appenv
+
+    appenv.render({}, format)  # a bad --format is refused before anything else
+    settings, _ = _open(READ, announce=False)
+    print(appenv.render(appenv.environment(settings, show_secrets=show_secrets), format))
 
 
 @task(
@@ -364,7 +386,7 @@ def open_adminer(c: Context) -> None:
     from scripts.console import display_path, say
     from scripts.errors import StackError
 
-    settings, backend = _open()
+    settings, backend = _open(READ)
     probe = probes.probe_http(*stack.address(settings, "adminer"))
     if not probe.ok:
         raise StackError(f"Adminer is not running ({probe.detail}): `inv up` starts it.")
@@ -389,7 +411,7 @@ def open_adminer(c: Context) -> None:
 @user_errors
 def db_shell(c: Context, command: str | None = None) -> None:
     """psql on the stack's database: interactive, or -c SQL."""
-    _, backend = _open(announce=False)
+    _, backend = _open(READ, announce=False)
     code = backend.psql(command, shlex.split(c.remainder))
     if code:
         raise Exit(code=code)
@@ -399,7 +421,7 @@ def db_shell(c: Context, command: str | None = None) -> None:
 @user_errors
 def redis_cli(c: Context, command: str | None = None) -> None:
     """redis-cli on the stack's Redis: interactive, or -c COMMAND."""
-    _, backend = _open(announce=False)
+    _, backend = _open(READ, announce=False)
     args = shlex.split(command or "") + shlex.split(c.remainder)
     code = backend.redis_cli(args)
     if code:
@@ -424,7 +446,7 @@ def db_backup(c: Context, format: str = "custom", name: str | None = None, jobs:
     from scripts import backups
     from scripts.console import display_path, human_size, progress, say
 
-    settings, backend = _open()
+    settings, backend = _open(READ)
     with progress("pg_dump") as report:
         result = backups.create(
             settings, backend, fmt=format, name=name, jobs=jobs, progress=report
@@ -446,7 +468,7 @@ def db_backups(c: Context) -> None:
     from scripts import backups
     from scripts.console import display_path, human_size, table
 
-    settings, _ = _open(announce=False)
+    settings, _ = _open(READ, announce=False)
     found = backups.list_backups(settings)
     if not found:
         print(f"No backups in {display_path(settings.backup_dir)} yet: `inv db.backup` makes one.")
@@ -485,7 +507,7 @@ def db_prune(c: Context, keep: int = -1, yes: bool = False) -> None:
 
     if keep == -1:  # invoke types an option by its default: -1 means "not given"
         raise StackError("Say how many backups to keep, e.g. `inv db.prune --keep 5`.")
-    settings, _ = _open(announce=False)
+    settings, _ = _open(READ, announce=False)
     doomed = backups.prune_candidates(settings, keep)
     if not doomed:
         say("ok", f"Nothing to prune: {keep} or fewer backups.")
@@ -524,7 +546,7 @@ def db_restore(
     from scripts import backups, restore, stack
     from scripts.console import display_path, progress, say
 
-    settings, backend = _open()
+    settings, backend = _open(CHANGE)
     # invoke has no optional positional arguments; `--latest` is a value of FILE (it is no
     # flag of this task, so the parser hands it to the positional FILE).
     path = backups.latest(settings) if file == LATEST else Path(file).expanduser().absolute()
@@ -553,7 +575,7 @@ def redis_backup(c: Context) -> None:
     from scripts import backups
     from scripts.console import display_path, human_size, say
 
-    settings, backend = _open()
+    settings, backend = _open(READ)
     result = backups.redis_snapshot(settings, backend)
     say("ok", f"{display_path(result.path)}: {result.keys} keys, {human_size(result.size)}")
 
@@ -565,7 +587,7 @@ def db_migrate(c: Context, status: bool = False) -> None:
     from scripts import migrations
     from scripts.console import say, table
 
-    settings, _ = _open()
+    settings, _ = _open(READ if status else CHANGE)
     if status:
         rows = migrations.status(settings)
         if not rows:
@@ -606,7 +628,7 @@ def db_seed(c: Context, scale: int = 0) -> None:
     from scripts.console import human_size, progress, say
 
     seed.check_scale(scale)  # a bad --scale changes nothing, not even the dev seed
-    settings, _ = _open()
+    settings, _ = _open(CHANGE)
     counts = seed.seed(settings)
     say("ok", "Dev seed applied: " + ", ".join(f"{t} {n}" for t, n in counts.items()))
     if scale:
@@ -632,7 +654,7 @@ def db_diagram(c: Context, output: str | None = None, yes: bool = False) -> None
     from scripts import diagram
     from scripts.console import display_path, say
 
-    settings, _ = _open()
+    settings, _ = _open(READ)
     target = None if output is None else Path(output).expanduser().absolute()
     written = diagram.write(settings, target, yes=yes)
     files = ", ".join(display_path(p) for p in written.files)
@@ -650,7 +672,7 @@ def db_diagram(c: Context, output: str | None = None, yes: bool = False) -> None
 db = Collection("db", db_shell, db_backup, db_backups, db_prune, db_restore, db_migrate, db_seed)
 redis = Collection("redis", redis_cli, redis_backup)
 ns = Collection(
-    init, setup, up_core, up, down, clean, reset, health, status, logs, validate, db, redis
+    init, setup, up_core, up, down, clean, reset, health, status, logs, validate, env, db, redis
 )
 ns.add_task(open_adminer)
 db.add_task(db_diagram)

@@ -10,12 +10,14 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TextIO
 
 MARKS = {"ok": ("✔", "32"), "fail": ("✘", "31"), "warn": ("!", "33"), "info": ("·", "36")}
 
 
-def _colour() -> bool:
-    return sys.stdout.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+def _colour(stream: TextIO | None = None) -> bool:
+    stream = sys.stdout if stream is None else stream
+    return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
 
 
 def paint(text: str, code: str) -> str:
@@ -29,6 +31,13 @@ def mark(kind: str) -> str:
 
 def say(kind: str, message: str) -> None:
     print(f"{mark(kind)} {message}", flush=True)
+
+
+def warn(message: str) -> None:
+    """A warning on stderr: the task's own output (JSON, a table) stays clean."""
+    symbol, code = MARKS["warn"]
+    shown = f"\033[{code}m{symbol}\033[0m" if _colour(sys.stderr) else symbol
+    print(f"{shown} {message}", file=sys.stderr, flush=True)
 
 
 def display_path(path: Path) -> str:

@@ -1,7 +1,8 @@
 """Connections to the stack's PostgreSQL with psycopg, and PostgreSQL's errors in one line.
 
 Every task that talks SQL (backups, restores, migrations, seeding, diagrams, validate)
-connects here, so a stack that is down or a bad DATABASE_URL reads the same everywhere.
+connects here, to the stack's own server as the POSTGRES_* settings say: never through
+DATABASE_URL, which is the application's and may point anywhere.
 """
 
 from __future__ import annotations
@@ -25,20 +26,27 @@ def connect(
     import psycopg
     from psycopg.conninfo import make_conninfo
 
-    conninfo = settings.database_url.reveal()
     try:
-        if dbname is not None:
-            conninfo = make_conninfo(conninfo, dbname=dbname)
-        return psycopg.connect(conninfo, autocommit=autocommit, connect_timeout=10)
-    except psycopg.ProgrammingError:  # libpq may quote the malformed URL, password included
-        raise StackError(
-            f"DATABASE_URL in {display_path(settings.env_file)} is not a PostgreSQL URL: fix it "
-            "or remove it to have it derived from the POSTGRES_* settings."
-        ) from None
+        return psycopg.connect(
+            make_conninfo(**settings.pg_conninfo(dbname)),
+            autocommit=autocommit,
+            connect_timeout=10,
+        )
     except psycopg.OperationalError as exc:
+        where = f"PostgreSQL on {settings.connect_host}:{settings.postgres_port}"
+        reason = describe(exc)
+        if "password authentication failed" in reason:
+            raise StackError(
+                f"{where} refuses POSTGRES_PASSWORD: if you changed it in "
+                f"{display_path(settings.env_file)}, `inv up-core` applies it."
+            ) from None
+        if "too many clients" in reason or "remaining connection slots" in reason:
+            raise StackError(
+                f"{where} has no free connection ({reason}): close some of the application's "
+                "connections (or restart it) and try again."
+            ) from None
         raise StackError(
-            f"Cannot connect to PostgreSQL ({describe(exc)}): start the stack with `inv up-core` "
-            f"and check DATABASE_URL in {display_path(settings.env_file)}."
+            f"Cannot connect to {where} ({reason}): start it with `inv up-core`."
         ) from None
 
 

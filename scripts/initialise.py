@@ -1,4 +1,5 @@
-"""First-run set-up: the env file, the backend choice written into it, and prerequisites.
+"""First-run set-up: the env file (created, or finished when copied by hand), the backend
+choice written into it, and prerequisites.
 
 `inv init` and `inv setup` live here; starting the services is scripts.stack's job.
 """
@@ -8,36 +9,89 @@ from __future__ import annotations
 import os
 import sys
 
-from scripts import prerequisites
+from scripts import envfile, prerequisites
 from scripts.backends import Backend, get_backend
 from scripts.console import confirm, display_path, say
 from scripts.errors import StackError
+from scripts.preflight import banner, write_unset_urls
 from scripts.settings import (
     BACKENDS,
+    PASSWORD_KEYS,
+    PLACEHOLDER_PASSWORD,
+    URL_KEYS,
     Settings,
     create_env_file,
     env_file_path,
     load,
-    set_env_value,
+    new_password,
+    url_unset,
 )
 
 
 def run(yes: bool) -> tuple[Settings, Backend]:
-    """Create the env file when missing, pin the backend, install what it needs."""
+    """Create the env file, or finish one copied by hand; pin the backend; install what it
+    needs. Says what it changed."""
     path = env_file_path()
     backend_name = configured_backend()  # probes for a Docker engine once, if auto
-    if not path.exists():
+    created = not path.exists()
+    if created:
         create_env_file(path, backend=backend_name)
         say("ok", f"Created {display_path(path)} with generated passwords (mode 0600).")
+    # Before the env file is finished: whether data exists is the engine's to say (compose).
+    ensure_prerequisites(backend_name, yes=yes, with_tools=True, tools_required=False)
     settings = load()
     if settings.backend == "auto" and "STACK_BACKEND" not in os.environ:
-        set_env_value(path, "STACK_BACKEND", backend_name)
+        envfile.update(path, {"STACK_BACKEND": backend_name})
         say("ok", f"Pinned STACK_BACKEND={backend_name} in {display_path(path)}.")
         settings = load()
+    if not created:
+        before = get_backend(settings, backend_name)
+        before.check_owner()  # another checkout's data is not this one's to judge
+        settings = finish_env_file(settings, before)
     backend = get_backend(settings, backend_name)
-    say("info", f"{backend.name} backend · {backend.where()}")
-    ensure_prerequisites(backend.name, yes=yes, with_tools=True, tools_required=False)
+    banner(settings, backend)
     return settings, backend
+
+
+def finish_env_file(settings: Settings, backend: Backend) -> Settings:
+    """Do to an env file copied from .env.example what creating it would have done.
+
+    Placeholder passwords are replaced by generated ones (POSTGRES_PASSWORD only while no
+    database exists: one that exists was made with it), unset URLs are written, and the
+    mode becomes 0600. Says what changed.
+    """
+    path = settings.env_file
+    shown = display_path(path)
+    placeholders = [
+        key
+        for key in PASSWORD_KEYS
+        if settings.file_values.get(key) == PLACEHOLDER_PASSWORD and key not in os.environ
+    ]
+    if "POSTGRES_PASSWORD" in placeholders and backend.has_database():
+        raise StackError(
+            f"POSTGRES_PASSWORD in {shown} is still .env.example's placeholder, and the "
+            "database was made with it: set a password of your own there and run `inv init` "
+            "again (the stack applies it). Nothing was started."
+        )
+    mode = path.stat().st_mode & 0o777
+    bom = envfile.read_text(path).startswith(envfile.BOM)
+    done = []
+    if placeholders or mode != 0o600 or bom:
+        envfile.update(path, {key: new_password() for key in placeholders}, mode=0o600)
+        settings = load()
+    if placeholders:
+        done.append(f"generated {' and '.join(placeholders)}")
+    if bom:
+        done.append("removed its byte-order mark")
+    urls = [key for key in URL_KEYS if url_unset(settings.file_values.get(key, ""))]
+    if urls:
+        settings = write_unset_urls(settings, quiet=True)
+        done.append(f"wrote {' and '.join(urls)} (derived from the stack's settings)")
+    if mode != 0o600:
+        done.append(f"mode {mode:04o} -> 0600")
+    if done:
+        say("ok", f"Finished {shown}: {'; '.join(done)}.")
+    return settings
 
 
 def configured_backend() -> str:

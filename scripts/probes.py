@@ -25,6 +25,7 @@ class ProbeResult:
     detail: str  # one line: what answered, or why not
     fatal: bool = False  # waiting longer will not help (wrong password, ...)
     refused: bool = False  # nothing listens at all (not started, as opposed to broken)
+    auth_failed: bool = False  # it answers, but refuses the password in the env file
 
 
 class ProtocolError(Exception):
@@ -80,7 +81,7 @@ class _Scram:
     """Client side of SCRAM-SHA-256 (RFC 5802 / 7677) as PostgreSQL uses it."""
 
     def __init__(self, password: str) -> None:
-        self.password = password.encode()
+        self.password = saslprep(password).encode()
         self.nonce = base64.b64encode(secrets.token_bytes(18)).decode()
         self.first_bare = f"n=,r={self.nonce}"
         self.server_signature = b""
@@ -111,6 +112,60 @@ class _Scram:
             raise AuthenticityError(
                 "the server could not prove it knows the password: not the server we expected"
             )
+
+
+def saslprep(password: str) -> str:
+    """SASLprep (RFC 4013) as PostgreSQL and libpq apply it to SCRAM passwords.
+
+    Non-ASCII spaces become spaces, "mapped to nothing" characters go, then NFKC (a "fi"
+    ligature logs in as "fi", a fullwidth letter as its ASCII one). Like PostgreSQL, a
+    password SASLprep prohibits (control or unassigned characters, bad bidirectional text)
+    is used as it is.
+    """
+    import stringprep
+    import unicodedata
+
+    if password.isascii():
+        return password  # SASLprep changes no printable ASCII; ASCII controls: used as is
+    mapped = "".join(
+        " " if stringprep.in_table_c12(c) else c for c in password if not stringprep.in_table_b1(c)
+    )
+    normal = unicodedata.normalize("NFKC", mapped)
+    prohibited = (
+        stringprep.in_table_c12,
+        stringprep.in_table_c21_c22,
+        stringprep.in_table_c3,
+        stringprep.in_table_c4,
+        stringprep.in_table_c5,
+        stringprep.in_table_c6,
+        stringprep.in_table_c7,
+        stringprep.in_table_c8,
+        stringprep.in_table_c9,
+        stringprep.in_table_a1,
+    )
+    if any(check(c) for c in normal for check in prohibited):
+        return password
+    right_to_left = [stringprep.in_table_d1(c) for c in normal]
+    if any(right_to_left) and (
+        not (right_to_left[0] and right_to_left[-1])
+        or any(stringprep.in_table_d2(c) for c in normal)
+    ):
+        return password
+    return normal
+
+
+def scram_verifier(password: str, iterations: int = 4096) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (what ALTER ROLE ...
+    PASSWORD takes instead of the password itself, so no statement or log holds it)."""
+    salt = secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", saslprep(password).encode(), salt, iterations)
+    stored_key = hashlib.sha256(hmac.digest(salted, b"Client Key", "sha256")).digest()
+    server_key = hmac.digest(salted, b"Server Key", "sha256")
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
 
 
 @dataclass(frozen=True)
@@ -250,7 +305,8 @@ class PgError(Exception):
 
 
 # SQLSTATEs that mean "still starting up, try again".
-_PG_TRANSIENT = {"57P03", "53300"}  # cannot_connect_now, too_many_connections
+_PG_TRANSIENT = {"57P03"}  # cannot_connect_now
+PG_AUTH_FAILED = "28P01"  # invalid_password
 
 
 def probe_postgres(login: PgLogin, timeout: float = 2.0) -> ProbeResult:
@@ -258,7 +314,10 @@ def probe_postgres(login: PgLogin, timeout: float = 2.0) -> ProbeResult:
         rows, params = pg_query(login, "SELECT 1", timeout)
     except PgError as exc:
         fatal = exc.code not in _PG_TRANSIENT
-        return ProbeResult(False, f"{exc.message} (SQLSTATE {exc.code})", fatal=fatal)
+        detail = f"{exc.message} (SQLSTATE {exc.code})"
+        if exc.code == "53300":  # too_many_connections: it runs, but has no room for us
+            detail = f"{exc.message}: every connection slot is taken; close some clients"
+        return ProbeResult(False, detail, fatal=fatal, auth_failed=exc.code == PG_AUTH_FAILED)
     except AuthenticityError as exc:
         return ProbeResult(False, str(exc), fatal=True)
     except (OSError, ProtocolError) as exc:
@@ -328,7 +387,8 @@ def probe_redis(host: str, port: int, password: str, timeout: float = 2.0) -> Pr
     except RedisError as exc:
         text = str(exc)
         transient = text.startswith(("LOADING", "BUSY", "MASTERDOWN"))
-        return ProbeResult(False, text, fatal=not transient)
+        wrong = text.startswith(("WRONGPASS", "ERR invalid password", "NOAUTH"))
+        return ProbeResult(False, text, fatal=not transient, auth_failed=wrong)
     except (OSError, ProtocolError) as exc:
         return unreachable(exc, host, port)
     if reply != "PONG":

@@ -1,11 +1,13 @@
 """Stack settings: the env file and the process environment merged into one validated object.
 
-Owns the env-file format, precedence (process env > env file > defaults), derived URLs,
-masking of secrets, and the creation of .env from .env.example with generated passwords.
+Owns precedence (process env > env file > defaults), validation, the application's URLs
+(derived from the stack's settings, compared with them), masking of secrets, and the creation
+of .env from .env.example with generated passwords. The file's text is scripts.envfile's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import secrets
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+from scripts import envfile
 from scripts.console import display_path as _display
 from scripts.errors import StackError
 
@@ -51,13 +54,7 @@ PORT_KEYS = ("POSTGRES_PORT", "REDIS_PORT", "ADMINER_PORT")
 PORT_KEY_OF = {"postgres": "POSTGRES_PORT", "redis": "REDIS_PORT", "adminer": "ADMINER_PORT"}
 
 _PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-_INTERPOLATION = re.compile(
-    r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?-)?(?P<default>[^}]*)\}"
-    r"|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))"
-)
-# A quoted value, optionally followed by a comment: 'literal' or "with \" escapes".
-_QUOTED = re.compile(r"""^(?:'(?P<single>[^']*)'|"(?P<double>(?:[^"\\]|\\.)*)")(?:\s+#.*)?$""")
-_LINE = re.compile(r"^\s*(?:export\s+)?(?P<key>[A-Za-z_][A-Za-z0-9_.]*)\s*=\s*(?P<value>.*?)\s*$")
+_ASCII_PORT = re.compile(r"[0-9]{1,5}")
 
 
 class SettingsError(StackError):
@@ -118,9 +115,13 @@ class Settings:
     redis_port: int
     adminer_image: str
     adminer_port: int
+    # The application's URLs as the env file (or the environment) sets them, or derived from
+    # the settings above where unset. The tasks never connect through them.
     database_url: Secret
     redis_url: Secret
     values: Mapping[str, str] = field(repr=False)  # merged raw values, secrets included
+    file_values: Mapping[str, str] = field(repr=False, default_factory=dict)  # the file's alone
+    file_notes: tuple[str, ...] = ()  # what the env file's text deserves a warning for
 
     @property
     def root(self) -> Path:
@@ -147,6 +148,18 @@ class Settings:
     def redis_url_masked(self) -> str:
         return mask_url(self.redis_url.reveal())
 
+    def pg_conninfo(self, dbname: str | None = None) -> dict[str, str]:
+        """Where and as whom the tasks log in to the stack's PostgreSQL: from POSTGRES_* and
+        BIND_ADDRESS only, never from DATABASE_URL (psycopg.connect keyword arguments)."""
+        return {
+            "host": self.connect_host,
+            "hostaddr": self.connect_host,  # an IP (BIND_ADDRESS is one): beats PGHOSTADDR
+            "port": str(self.postgres_port),
+            "user": self.postgres_user,
+            "password": self.postgres_password.reveal(),
+            "dbname": self.postgres_db if dbname is None else dbname,
+        }
+
     def subprocess_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """The process environment with this stack's merged values (for docker compose)."""
         env = dict(os.environ if base is None else base)
@@ -164,75 +177,17 @@ def env_file_path(environ: Mapping[str, str] | None = None) -> Path:
     return path if path.is_absolute() else (Path.cwd() / path)
 
 
-def parse_env_text(text: str, lookup: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Parse .env text the way Docker Compose does for the cases this project uses.
-
-    KEY=VALUE lines, `export` prefix, # comments, single quotes (literal), double quotes
-    (escapes), and ${VAR} / ${VAR:-default} / $VAR interpolation from earlier keys, then
-    from `lookup` (the process environment).
-    """
-    values: dict[str, str] = {}
-    outer = {} if lookup is None else lookup
-    for raw in text.splitlines():
-        stripped = raw.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        match = _LINE.match(raw)
-        if match is None:
-            continue  # not KEY=VALUE: `inv validate` reports it (Docker Compose refuses it)
-        key, value = match["key"], match["value"]
-        quoted = _QUOTED.match(value)
-        if quoted and quoted["single"] is not None:
-            values[key] = quoted["single"]
-            continue
-        if quoted and quoted["double"] is not None:
-            value = _unescape(quoted["double"])
-        else:
-            value = re.sub(r"\s+#.*$", "", value)  # trailing comment on an unquoted value
-        values[key] = _interpolate(value, values, outer)
-    return values
-
-
-def _unescape(value: str) -> str:
-    escapes = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$$"}
-    return re.sub(r"\\(.)", lambda m: escapes.get(m[1], "\\" + m[1]), value)
-
-
-def _interpolate(value: str, earlier: Mapping[str, str], outer: Mapping[str, str]) -> str:
-    def replace(match: re.Match[str]) -> str:
-        name = match["braced"] or match["plain"]
-        found = outer.get(name, earlier.get(name))
-        if match["op"] == ":-" and not found:
-            return match["default"]
-        if match["op"] == "-" and found is None:
-            return match["default"]
-        return found or ""
-
-    parts = value.split("$$")  # $$ is a literal dollar sign
-    return "$".join(_INTERPOLATION.sub(replace, part) for part in parts)
-
-
-def read_env_file(path: Path, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise StackError(
-            f"No env file at {_display(path)}: run `inv init` to create one from .env.example."
-        ) from None
-    except PermissionError:
-        raise StackError(
-            f"Cannot read {_display(path)}: make it readable by you (chmod 600 {path})."
-        ) from None
-    except UnicodeDecodeError:
-        raise StackError(f"{_display(path)} is not UTF-8 text: save it as UTF-8.") from None
-    return parse_env_text(text, os.environ if environ is None else environ)
-
-
 def load(environ: Mapping[str, str] | None = None) -> Settings:
     """Read the env file named by STACK_ENV_FILE (default .env), apply the environment."""
     environ = os.environ if environ is None else environ
     path = env_file_path(environ)
-    return _build(path, merge(read_env_file(path, environ), environ))
+    parsed = envfile.read(path, environ)
+    return _build(
+        path,
+        merge(parsed.values, environ),
+        file_values=parsed.values,
+        notes=tuple(parsed.notes(_display(path))),
+    )
 
 
 def merge(from_file: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str]:
@@ -280,17 +235,7 @@ def problems_in(raw: Mapping[str, str]) -> list[str]:
             problems.append(f"{key} is empty: set a name (see .env.example).")
         elif len(text(key).encode()) > 63:
             problems.append(f"{key} is longer than PostgreSQL's 63-byte limit: shorten it.")
-    problems += [
-        f"{key} is empty: set a password, or remove the env file and run `inv init` to "
-        "generate one."
-        for key in PASSWORD_KEYS
-        if key in raw and not raw[key]
-    ]
-    if re.search(r'["\\\s]', raw.get("REDIS_PASSWORD", "")):
-        problems.append(
-            "REDIS_PASSWORD contains a quote, backslash or white space, which Redis's config "
-            "file cannot hold: choose a password without them."
-        )
+    problems += _password_problems(raw)
     if _positive(text("STACK_READY_TIMEOUT")) is None:
         problems.append(
             f"STACK_READY_TIMEOUT={text('STACK_READY_TIMEOUT')!r} is not a positive number "
@@ -309,12 +254,37 @@ def problems_in(raw: Mapping[str, str]) -> list[str]:
     return problems
 
 
+def _password_problems(raw: Mapping[str, str]) -> list[str]:
+    problems = []
+    for key in PASSWORD_KEYS:
+        value = raw.get(key)
+        if value is None:
+            continue
+        if not value:
+            problems.append(
+                f"{key} is empty: set a password, or remove the env file and run `inv init` to "
+                "generate one."
+            )
+        elif re.search(r"[\r\n\0]", value):
+            problems.append(
+                f"{key} contains a line break: the servers take a password of one line, so "
+                "choose one without (a \\n inside double quotes is a line break)."
+            )
+        elif key == "REDIS_PASSWORD" and re.search(r'["\\\s]', value):
+            problems.append(
+                "REDIS_PASSWORD contains a quote, backslash or white space, which Redis's "
+                "config file cannot hold: choose a password without them."
+            )
+    return problems
+
+
 def _port_problems(raw: Mapping[str, str]) -> list[str]:
     problems: list[str] = []
     seen: dict[int, str] = {}
     for key in PORT_KEYS:
         value = raw.get(key, "").strip()
-        if not (value.isdigit() and 1 <= int(value) <= 65535):
+        # ASCII digits only: str.isdigit() also takes fullwidth digits, which no server reads.
+        if not (_ASCII_PORT.fullmatch(value) and 1 <= int(value) <= 65535):
             problems.append(f"{key}={value!r} is not a port: use a whole number from 1 to 65535.")
         elif int(value) in seen:
             problems.append(
@@ -330,10 +300,16 @@ def _positive(value: str) -> float | None:
         number = float(value)
     except ValueError:
         return None
-    return number if number > 0 else None
+    return number if number > 0 and number != float("inf") else None
 
 
-def _build(path: Path, raw: dict[str, str]) -> Settings:
+def _build(
+    path: Path,
+    raw: dict[str, str],
+    *,
+    file_values: Mapping[str, str] | None = None,
+    notes: tuple[str, ...] = (),
+) -> Settings:
     if problems := problems_in(raw):
         raise SettingsError(path, problems)
 
@@ -343,20 +319,11 @@ def _build(path: Path, raw: dict[str, str]) -> Settings:
     bind = text("BIND_ADDRESS")
     backend = text("STACK_BACKEND").lower()
     ports = {key: int(text(key)) for key in PORT_KEYS}
-    host = url_host(connect_host(bind))
-    pg_password, redis_password = raw["POSTGRES_PASSWORD"], raw["REDIS_PASSWORD"]
-    database_url = text("DATABASE_URL") or (
-        f"postgresql://{quote(text('POSTGRES_USER'), safe='')}:{quote(pg_password, safe='')}"
-        f"@{host}:{ports['POSTGRES_PORT']}/{quote(text('POSTGRES_DB'), safe='')}"
-    )
-    redis_url = text("REDIS_URL") or (
-        f"redis://default:{quote(redis_password, safe='')}@{host}:{ports['REDIS_PORT']}/0"
-    )
     state_dir = Path(text("STACK_STATE_DIR")).expanduser()
     backup_dir = Path(text("BACKUP_DIR")).expanduser()
     values = dict(raw)
-    values.update(DATABASE_URL=database_url, REDIS_URL=redis_url, STACK_BACKEND=backend)
-    return Settings(
+    values["STACK_BACKEND"] = backend
+    settings = Settings(
         env_file=path,
         backend=backend,
         project=text("COMPOSE_PROJECT_NAME"),
@@ -366,18 +333,123 @@ def _build(path: Path, raw: dict[str, str]) -> Settings:
         ready_timeout=float(text("STACK_READY_TIMEOUT")),
         postgres_image=text("POSTGRES_IMAGE"),
         postgres_user=text("POSTGRES_USER"),
-        postgres_password=Secret(pg_password),
+        postgres_password=Secret(raw["POSTGRES_PASSWORD"]),
         postgres_db=text("POSTGRES_DB"),
         postgres_port=ports["POSTGRES_PORT"],
         redis_image=text("REDIS_IMAGE"),
-        redis_password=Secret(redis_password),
+        redis_password=Secret(raw["REDIS_PASSWORD"]),
         redis_port=ports["REDIS_PORT"],
         adminer_image=text("ADMINER_IMAGE"),
         adminer_port=ports["ADMINER_PORT"],
-        database_url=Secret(database_url),
-        redis_url=Secret(redis_url),
+        database_url=Secret(""),
+        redis_url=Secret(""),
         values=values,
+        file_values=dict(file_values or {}),
+        file_notes=notes,
     )
+    database_url = text("DATABASE_URL")
+    redis_url = text("REDIS_URL")
+    if url_unset(database_url):
+        database_url = derive_url(settings, "DATABASE_URL", database_url)
+    if url_unset(redis_url):
+        redis_url = derive_url(settings, "REDIS_URL", redis_url)
+    values.update(DATABASE_URL=database_url, REDIS_URL=redis_url)
+    return dataclasses.replace(
+        settings, database_url=Secret(database_url), redis_url=Secret(redis_url)
+    )
+
+
+# --- the application's URLs -----------------------------------------------------------------
+
+
+URL_KEYS = ("DATABASE_URL", "REDIS_URL")
+_POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+def url_unset(url: str) -> bool:
+    """Empty, or still carrying the placeholder password as .env.example ships it."""
+    from urllib.parse import unquote, urlsplit
+
+    if not url.strip():
+        return True
+    try:
+        password = urlsplit(url.strip()).password
+    except ValueError:
+        return False
+    return password is not None and unquote(password) == PLACEHOLDER_PASSWORD
+
+
+def _is_postgres_scheme(scheme: str) -> bool:
+    # postgresql+psycopg:// is how SQLAlchemy 2 names psycopg 3: the same server, to us.
+    return scheme in _POSTGRES_SCHEMES or scheme.startswith("postgresql+")
+
+
+def derive_url(settings: Settings, key: str, template: str = "") -> str:
+    """The application's URL for `key`, from the stack's settings, percent-encoded.
+
+    A scheme (postgresql+psycopg://), a Redis database number and a query string of
+    `template` (the URL being replaced) are kept; everything that says where and as whom
+    comes from the settings.
+    """
+    from urllib.parse import urlsplit
+
+    try:
+        old = urlsplit(template.strip())
+    except ValueError:
+        old = urlsplit("")
+    host = url_host(settings.connect_host)
+    query = f"?{old.query}" if old.query else ""
+    if key == "DATABASE_URL":
+        scheme = old.scheme if _is_postgres_scheme(old.scheme) else "postgresql"
+        user, password = quote(settings.postgres_user, safe=""), _quoted(settings.postgres_password)
+        database = quote(settings.postgres_db, safe="")
+        return f"{scheme}://{user}:{password}@{host}:{settings.postgres_port}/{database}{query}"
+    number = old.path.strip("/") if old.scheme == "redis" and old.path.strip("/").isdigit() else "0"
+    password = _quoted(settings.redis_password)
+    return f"redis://default:{password}@{host}:{settings.redis_port}/{number}{query}"
+
+
+def _quoted(secret: Secret) -> str:
+    return quote(secret.reveal(), safe="")
+
+
+def url_disagreements(settings: Settings, key: str) -> list[str]:
+    """The parts (scheme, host, port, user, password, database) in which the application's URL
+    disagrees with the stack's settings; empty when it agrees or is unset (then derived)."""
+    from urllib.parse import unquote, urlsplit
+
+    url = settings.values.get(key, "")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return ["format"]
+    hosts = {settings.connect_host, settings.bind_address}
+    if settings.connect_host in ("127.0.0.1", "::1"):
+        hosts.add("localhost")
+    if key == "DATABASE_URL":
+        expected: dict[str, object] = {
+            "scheme": _is_postgres_scheme(parts.scheme),
+            "host": parts.hostname in hosts,
+            "port": (port or 5432) == settings.postgres_port,
+            "user": unquote(parts.username or "") == settings.postgres_user,
+            "password": unquote(parts.password or "") == settings.postgres_password.reveal(),
+            "database": unquote(parts.path.lstrip("/")) == settings.postgres_db,
+        }
+    else:
+        expected = {
+            "scheme": parts.scheme == "redis",
+            "host": parts.hostname in hosts,
+            "port": (port or 6379) == settings.redis_port,
+            "user": unquote(parts.username or "") in ("", "default"),
+            "password": unquote(parts.password or "") == settings.redis_password.reveal(),
+        }
+    return [part for part, ok in expected.items() if not ok]
+
+
+def placeholder_passwords(settings: Settings) -> list[str]:
+    """The password keys that still hold .env.example's placeholder."""
+    return [key for key in PASSWORD_KEYS if settings.values.get(key) == PLACEHOLDER_PASSWORD]
 
 
 def connect_host(bind_address: str) -> str:
@@ -408,10 +480,18 @@ def mask_url(url: str) -> str:
     """
     from urllib.parse import urlsplit
 
-    if urlsplit(url).password is None:
-        return url
+    try:
+        if urlsplit(url).password is None:
+            return url
+    except ValueError:
+        return "(not a URL)"
     head, mark, query = url.partition("?")
     return re.sub(r"^([A-Za-z][\w+.-]*://[^:/@]*:).*@", r"\1****@", head) + mark + query
+
+
+def new_password() -> str:
+    """A generated password: random, URL-safe (nothing any reader or URL needs to escape)."""
+    return secrets.token_urlsafe(24)
 
 
 def create_env_file(
@@ -424,15 +504,15 @@ def create_env_file(
     """
     environ = os.environ if environ is None else environ
     template = ENV_EXAMPLE.read_text(encoding="utf-8")
-    values = parse_env_text(template)
+    values = envfile.parse_values(template)
     for key in values:
         if key in environ:
             values[key] = environ[key]
     for key in PASSWORD_KEYS:
         if values.get(key, PLACEHOLDER_PASSWORD) == PLACEHOLDER_PASSWORD:
-            values[key] = secrets.token_urlsafe(24)
+            values[key] = new_password()
     values["STACK_BACKEND"] = backend
-    for url_key in ("DATABASE_URL", "REDIS_URL"):
+    for url_key in URL_KEYS:
         if url_key not in environ:
             values[url_key] = ""  # derived below from the values just chosen
     derived = _build(path, values)
@@ -441,41 +521,10 @@ def create_env_file(
 
     lines = []
     for line in template.splitlines():
-        match = _LINE.match(line)
+        match = envfile.LINE.match(line)
         if match and not line.lstrip().startswith("#") and match["key"] in values:
-            lines.append(f"{match['key']}={_quote_env(values[match['key']])}")
+            lines.append(f"{match['key']}={envfile.quote(values[match['key']])}")
         else:
             lines.append(line)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
+    envfile.write(path, "\n".join(lines) + "\n", mode=0o600, exclusive=True)
     return values
-
-
-def set_env_value(path: Path, key: str, value: str) -> None:
-    """Set one key in an env file in place, keeping its comments and mode."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    new_line = f"{key}={_quote_env(value)}"
-    for index, line in enumerate(lines):
-        match = _LINE.match(line)
-        if match and not line.lstrip().startswith("#") and match["key"] == key:
-            lines[index] = new_line
-            break
-    else:
-        lines.append(new_line)
-    partial = path.with_name(path.name + ".partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
-    partial.chmod(path.stat().st_mode & 0o777)
-    partial.replace(path)
-
-
-def _quote_env(value: str) -> str:
-    if re.fullmatch(r"[A-Za-z0-9_.,:/@%+=?&\[\]-]*", value):
-        return value
-    if "'" not in value:
-        return f"'{value}'"  # single quotes: literal, no escapes, no interpolation
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "$$")
-    return f'"{escaped}"'

@@ -25,6 +25,7 @@ class UpReport:
     started: list[str]
     results: dict[str, ProbeResult]
     seconds: float
+    passwords: dict[str, str]  # service -> how the password in the env file was applied
 
 
 def address(settings: Settings, service: str) -> tuple[str, int]:
@@ -83,20 +84,37 @@ def up(settings: Settings, backend: Backend, services: Sequence[str]) -> UpRepor
     began = time.monotonic()
     with locked(settings):
         started = backend.start(services)
-        results = probes.wait_until_ready(
-            [(s, probe_for(settings, s)) for s in services],
-            settings.ready_timeout,
-            still_running=backend.exit_reason,
-        )
+        try:
+            results = _wait(settings, backend, services)
+            # A password changed in the env file since the data was made: apply it, once.
+            refused = [name for name, r in results.items() if r.auth_failed]
+            passwords = {name: backend.apply_password(name) for name in refused}
+            if refused:
+                results.update(_wait(settings, backend, refused))
+        except StackError as exc:
+            raise StackError(f"{exc.message.rstrip('.')}.{_undo(backend, started)}") from None
         failed = {name: r for name, r in results.items() if not r.ok}
         if failed:
-            stopped = backend.stop(started) if started else []
-            detail = "; ".join(f"{name}: {r.detail}" for name, r in failed.items())
-            undo = f" Stopped again: {', '.join(stopped)}." if stopped else ""
+            detail = "; ".join(f"{name}: {r.detail.rstrip('.')}" for name, r in failed.items())
             raise StackError(
-                f"The stack is not ready: {detail}.{undo} See `inv logs` for the services' output."
+                f"The stack is not ready: {detail}.{_undo(backend, started)} See `inv logs` for "
+                "the services' output."
             )
-    return UpReport(started, results, time.monotonic() - began)
+    return UpReport(started, results, time.monotonic() - began, passwords)
+
+
+def _wait(settings: Settings, backend: Backend, services: Sequence[str]) -> dict[str, ProbeResult]:
+    return probes.wait_until_ready(
+        [(s, probe_for(settings, s)) for s in services],
+        settings.ready_timeout,
+        still_running=backend.exit_reason,
+    )
+
+
+def _undo(backend: Backend, started: Sequence[str]) -> str:
+    """Stop what this command started; say so."""
+    stopped = backend.stop(started) if started else []
+    return f" Stopped again: {', '.join(stopped)}." if stopped else ""
 
 
 def health(settings: Settings) -> dict[str, ProbeResult | None]:

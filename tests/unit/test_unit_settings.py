@@ -8,6 +8,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from scripts import envfile
 from scripts.errors import StackError
 from scripts.settings import (
     DEFAULT_ENV_FILE,
@@ -18,8 +19,8 @@ from scripts.settings import (
     env_file_path,
     load,
     mask_url,
-    parse_env_text,
-    set_env_value,
+    url_disagreements,
+    url_unset,
 )
 from tests.unit.unit_support import VALID_ENV, generated_settings, write_env
 
@@ -28,38 +29,38 @@ from tests.unit.unit_support import VALID_ENV, generated_settings, write_env
 
 def test_comments_blank_lines_and_non_assignments_are_ignored() -> None:
     text = "# a comment\n\n   # indented comment\n# COMMENTED=out\nnot an assignment\nA=1\n"
-    assert parse_env_text(text) == {"A": "1"}
+    assert envfile.parse_values(text) == {"A": "1"}
 
 
 def test_export_prefix_and_spaces_around_the_equals_sign() -> None:
-    assert parse_env_text("export A=1\n  B = two  \n") == {"A": "1", "B": "two"}
+    assert envfile.parse_values("export A=1\n  B = two  \n") == {"A": "1", "B": "two"}
 
 
 def test_single_quotes_are_literal() -> None:
-    values = parse_env_text("B=set\nA='x $B ${B} \\n \" # not a comment'\n")
+    values = envfile.parse_values("B=set\nA='x $B ${B} \\n \" # not a comment'\n")
     assert values["A"] == 'x $B ${B} \\n " # not a comment'
 
 
 def test_double_quotes_take_escapes_and_keep_spaces_and_hashes() -> None:
-    values = parse_env_text(r'A="one\ntwo\tthree \"q\" back\\slash \$HOME # kept"' + "\n")
+    values = envfile.parse_values(r'A="one\ntwo\tthree \"q\" back\\slash \$HOME # kept"' + "\n")
     assert values["A"] == 'one\ntwo\tthree "q" back\\slash $HOME # kept'
 
 
 def test_trailing_comment_on_an_unquoted_value_is_dropped_but_inner_hash_is_kept() -> None:
-    values = parse_env_text("A=value # a comment\nB=pass#word\nC=tab\t# comment\n")
+    values = envfile.parse_values("A=value # a comment\nB=pass#word\nC=tab\t# comment\n")
     assert values == {"A": "value", "B": "pass#word", "C": "tab"}
 
 
 def test_trailing_comment_after_a_quoted_value_is_dropped_with_the_quotes() -> None:
     # Docker Compose reads the same env file and gets `s3cret` for both: the tasks must agree,
     # or their probes log in with a password the containers never got.
-    values = parse_env_text("A='s3cret' # mine\nB=\"s3cret\" # mine\n")
+    values = envfile.parse_values("A='s3cret' # mine\nB=\"s3cret\" # mine\n")
     assert values == {"A": "s3cret", "B": "s3cret"}
 
 
 def test_interpolation_of_earlier_keys_and_the_process_environment() -> None:
     text = "USER_NAME=alice\nA=${USER_NAME}-x\nB=$USER_NAME/y\nC=${FROM_ENV}\nD=${NOWHERE}\n"
-    values = parse_env_text(text, {"FROM_ENV": "env-value"})
+    values = envfile.parse_values(text, {"FROM_ENV": "env-value"})
     assert values["A"] == "alice-x"
     assert values["B"] == "alice/y"
     assert values["C"] == "env-value"
@@ -68,24 +69,24 @@ def test_interpolation_of_earlier_keys_and_the_process_environment() -> None:
 
 def test_the_process_environment_wins_over_earlier_keys_in_interpolation() -> None:
     # As in Docker Compose: the lookup (process environment) is consulted first.
-    values = parse_env_text("PORT=1\nURL=x:${PORT}\n", {"PORT": "2"})
+    values = envfile.parse_values("PORT=1\nURL=x:${PORT}\n", {"PORT": "2"})
     assert values["URL"] == "x:2"
 
 
 def test_colon_dash_default_applies_when_unset_or_empty() -> None:
     text = "EMPTY=\nSET=value\nA=${UNSET:-dflt}\nB=${EMPTY:-dflt}\nC=${SET:-dflt}\n"
-    values = parse_env_text(text)
+    values = envfile.parse_values(text)
     assert (values["A"], values["B"], values["C"]) == ("dflt", "dflt", "value")
 
 
 def test_dash_default_applies_only_when_unset() -> None:
     text = "EMPTY=\nSET=value\nA=${UNSET-dflt}\nB=${EMPTY-dflt}\nC=${SET-dflt}\n"
-    values = parse_env_text(text)
+    values = envfile.parse_values(text)
     assert (values["A"], values["B"], values["C"]) == ("dflt", "", "value")
 
 
 def test_double_dollar_is_a_literal_dollar_sign() -> None:
-    values = parse_env_text('HOME_X=h\nA=pa$$word\nB=$$HOME_X\nC="$$x"\n', {"x": "nope"})
+    values = envfile.parse_values('HOME_X=h\nA=pa$$word\nB=$$HOME_X\nC="$$x"\n', {"x": "nope"})
     assert values == {"HOME_X": "h", "A": "pa$word", "B": "$HOME_X", "C": "$x"}
 
 
@@ -366,7 +367,7 @@ def test_create_env_file_is_private_and_loads_back(tmp_path: Path) -> None:
     assert settings.project == "ai_marketplace"
     text = path.read_text(encoding="utf-8")
     assert "# --- PostgreSQL 15" in text  # the template's comments are kept
-    assert not [v for v in parse_env_text(text).values() if PLACEHOLDER_PASSWORD in v]
+    assert not [v for v in envfile.parse_values(text).values() if PLACEHOLDER_PASSWORD in v]
 
 
 def test_create_env_file_generates_new_distinct_passwords(tmp_path: Path) -> None:
@@ -381,7 +382,7 @@ def test_create_env_file_urls_agree_with_passwords_and_ports(tmp_path: Path) -> 
     path = tmp_path / "stack.env"
     environ = {"POSTGRES_PORT": "15433", "REDIS_PORT": "16380"}
     written = create_env_file(path, backend="compose", environ=environ)
-    from_file = parse_env_text(path.read_text(encoding="utf-8"))
+    from_file = envfile.parse_values(path.read_text(encoding="utf-8"))
     db = urlsplit(from_file["DATABASE_URL"])
     assert unquote(db.password or "") == written["POSTGRES_PASSWORD"]
     assert (db.username, db.hostname, db.port, db.path) == (
@@ -447,7 +448,7 @@ def test_set_env_value_replaces_one_line_keeping_comments_and_mode(tmp_path: Pat
         encoding="utf-8",
     )
     path.chmod(0o640)
-    set_env_value(path, "STACK_BACKEND", "native")
+    envfile.update(path, {"STACK_BACKEND": "native"})
     assert path.read_text(encoding="utf-8") == (
         "# header comment\nSTACK_BACKEND=native\n# STACK_BACKEND=commented\nOTHER='x y'\n"
     )
@@ -459,8 +460,8 @@ def test_set_env_value_appends_a_missing_key(tmp_path: Path) -> None:
     path = tmp_path / "stack.env"
     path.write_text("A=1\n", encoding="utf-8")
     path.chmod(0o600)
-    set_env_value(path, "B", "two words")
-    assert parse_env_text(path.read_text(encoding="utf-8")) == {"A": "1", "B": "two words"}
+    envfile.update(path, {"B": "two words"})
+    assert envfile.parse_values(path.read_text(encoding="utf-8")) == {"A": "1", "B": "two words"}
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
@@ -483,5 +484,114 @@ def test_set_env_value_appends_a_missing_key(tmp_path: Path) -> None:
 def test_set_env_value_round_trips_any_value(tmp_path: Path, value: str) -> None:
     path = tmp_path / "stack.env"
     path.write_text("KEY=old\n", encoding="utf-8")
-    set_env_value(path, "KEY", value)
-    assert parse_env_text(path.read_text(encoding="utf-8"), {"HOME": "/root"}) == {"KEY": value}
+    envfile.update(path, {"KEY": value})
+    assert envfile.parse_values(path.read_text(encoding="utf-8"), {"HOME": "/root"}) == {
+        "KEY": value
+    }
+
+
+# --- the application's URLs -------------------------------------------------------------
+
+
+def test_fullwidth_digits_are_no_port(tmp_path: Path) -> None:
+    path = write_env(tmp_path / "stack.env", {"POSTGRES_PORT": "\uff15\uff14\uff13\uff12"})
+    with pytest.raises(SettingsError) as caught:
+        load({"STACK_ENV_FILE": str(path)})
+    assert caught.value.problems[0].startswith("POSTGRES_PORT=")
+    assert "is not a port" in caught.value.problems[0]
+
+
+@pytest.mark.parametrize("key", ["POSTGRES_PASSWORD", "REDIS_PASSWORD"])
+def test_a_password_with_a_line_break_is_refused_naming_its_key(tmp_path: Path, key: str) -> None:
+    path = write_env(tmp_path / "stack.env", {key: '"line1\\nline2"'})
+    with pytest.raises(SettingsError) as caught:
+        load({"STACK_ENV_FILE": str(path)})
+    assert caught.value.problems == [
+        f"{key} contains a line break: the servers take a password of one line, so choose one "
+        "without (a \\n inside double quotes is a line break)."
+    ]
+    assert "line1" not in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("url", "unset"),
+    [
+        ("", True),
+        ("   ", True),
+        ("postgresql://marketplace:change-me@127.0.0.1:5432/ai_marketplace", True),
+        ("redis://default:change-me@10.0.0.9:1/0", True),  # whatever host or port
+        ("postgresql://marketplace:real@127.0.0.1:5432/ai_marketplace", False),
+        ("postgresql://127.0.0.1:5432/ai_marketplace", False),
+    ],
+)
+def test_a_url_is_unset_when_empty_or_still_the_templates(url: str, unset: bool) -> None:
+    assert url_unset(url) is unset
+
+
+def test_placeholder_urls_are_derived_keeping_the_scheme_and_query(tmp_path: Path) -> None:
+    path = write_env(
+        tmp_path / "stack.env",
+        {
+            "DATABASE_URL": "postgresql+psycopg://x:change-me@h:1/x?sslmode=disable",
+            "REDIS_URL": "redis://default:change-me@h:1/3",
+        },
+    )
+    settings = load({"STACK_ENV_FILE": str(path)})
+    assert settings.database_url.reveal() == (
+        "postgresql+psycopg://marketplace:pg-Secret-1@127.0.0.1:15432/ai_marketplace"
+        "?sslmode=disable"
+    )
+    assert settings.redis_url.reveal() == "redis://default:redis-Secret-2@127.0.0.1:16379/3"
+    assert url_disagreements(settings, "DATABASE_URL") == []
+
+
+@pytest.mark.parametrize(
+    ("url", "parts"),
+    [
+        ("postgresql://marketplace:pg-Secret-1@127.0.0.1:15432/ai_marketplace", []),
+        ("postgres://marketplace:pg-Secret-1@localhost:15432/ai_marketplace", []),
+        ("postgresql+psycopg://marketplace:pg-Secret-1@127.0.0.1:15432/ai_marketplace", []),
+        ("postgresql://marketplace:pg-Secret-1@127.0.0.1:5432/ai_marketplace", ["port"]),
+        ("postgresql://marketplace:other@127.0.0.1:15432/ai_marketplace", ["password"]),
+        (
+            "mysql://root:other@db.example:3306/shop",
+            ["scheme", "host", "port", "user", "password", "database"],
+        ),
+        ("postgresql://marketplace:pg-Secret-1@127.0.0.1:15432", ["database"]),
+        ("postgresql://marketplace:pg-Secret-1@127.0.0.1:99999/ai_marketplace", ["format"]),
+    ],
+)
+def test_database_url_disagreements_name_each_part(
+    tmp_path: Path, url: str, parts: list[str]
+) -> None:
+    path = write_env(tmp_path / "stack.env", {"DATABASE_URL": url})
+    assert url_disagreements(load({"STACK_ENV_FILE": str(path)}), "DATABASE_URL") == parts
+
+
+@pytest.mark.parametrize(
+    ("url", "parts"),
+    [
+        ("redis://default:redis-Secret-2@127.0.0.1:16379/0", []),
+        ("redis://:redis-Secret-2@127.0.0.1:16379/5", []),
+        ("redis://default:redis-Secret-2@127.0.0.1:6379/0", ["port"]),
+        ("rediss://someone:x@10.1.1.1:16379/0", ["scheme", "host", "user", "password"]),
+    ],
+)
+def test_redis_url_disagreements_name_each_part(tmp_path: Path, url: str, parts: list[str]) -> None:
+    path = write_env(tmp_path / "stack.env", {"REDIS_URL": url})
+    assert url_disagreements(load({"STACK_ENV_FILE": str(path)}), "REDIS_URL") == parts
+
+
+def test_the_tasks_log_in_from_the_settings_never_from_database_url(tmp_path: Path) -> None:
+    path = write_env(
+        tmp_path / "stack.env", {"DATABASE_URL": "postgresql://evil:pw@203.0.113.9:5432/other"}
+    )
+    conninfo = load({"STACK_ENV_FILE": str(path)}).pg_conninfo()
+    assert conninfo == {
+        "host": "127.0.0.1",
+        "hostaddr": "127.0.0.1",
+        "port": "15432",
+        "user": "marketplace",
+        "password": "pg-Secret-1",
+        "dbname": "ai_marketplace",
+    }

@@ -32,6 +32,7 @@ EXPECTED_TASKS = {
     "logs",
     "validate",
     "open",
+    "env",
     "db.shell",
     "db.backup",
     "db.backups",

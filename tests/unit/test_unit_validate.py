@@ -25,15 +25,13 @@ from urllib.parse import quote
 import pytest
 import yaml
 
-from scripts import validate_setup
+from scripts import envfile, validate_setup
 from scripts.docker_engine import compose_version
 from scripts.settings import (
     DEFAULTS,
     PROCESS_ONLY_KEYS,
     ROOT,
     create_env_file,
-    parse_env_text,
-    set_env_value,
 )
 from tests.unit.unit_support import inv_command_problem
 
@@ -179,7 +177,7 @@ def failures(report: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def env_values(path: Path) -> dict[str, str]:
-    return parse_env_text(path.read_text(encoding="utf-8"))
+    return envfile.parse_values(path.read_text(encoding="utf-8"))
 
 
 def secrets_of(path: Path) -> list[str]:
@@ -271,7 +269,7 @@ def test_without_an_env_file_it_says_to_run_inv_init(tmp_path: Path) -> None:
 )
 def test_a_bad_value_fails_naming_the_key(make_env: MakeEnv, key: str, value: str) -> None:
     env_file = make_env()
-    set_env_value(env_file, key, value)
+    envfile.update(env_file, {key: value})
     code, report, output = validate_json(env_file)
     assert code == 1, output
     bad = failures(report)
@@ -282,8 +280,8 @@ def test_a_bad_value_fails_naming_the_key(make_env: MakeEnv, key: str, value: st
 
 def test_two_bad_values_are_reported_together(make_env: MakeEnv) -> None:
     env_file = make_env()
-    set_env_value(env_file, "POSTGRES_PORT", "99999")
-    set_env_value(env_file, "BIND_ADDRESS", "localhost")
+    envfile.update(env_file, {"POSTGRES_PORT": "99999"})
+    envfile.update(env_file, {"BIND_ADDRESS": "localhost"})
     report = offline(env_file)
     assert {c["name"] for c in failures(report)} == {"POSTGRES_PORT", "BIND_ADDRESS"}
 
@@ -378,7 +376,7 @@ def test_a_url_that_disagrees_fails_naming_the_part(make_env: MakeEnv, key: str,
     else:
         port = int(values["REDIS_PORT"]) + 1
         url = f"redis://default:{quote(values['REDIS_PASSWORD'], safe='')}@127.0.0.1:{port}/0"
-    set_env_value(env_file, key, url)
+    envfile.update(env_file, {key: url})
     code, report, output = validate_json(env_file)
     assert code == 1, output
     bad = failures(report)
@@ -394,8 +392,8 @@ def test_a_url_that_disagrees_fails_naming_the_part(make_env: MakeEnv, key: str,
 
 def test_the_placeholder_password_fails(make_env: MakeEnv) -> None:
     env_file = make_env()
-    set_env_value(env_file, "POSTGRES_PASSWORD", "change-me")
-    set_env_value(env_file, "DATABASE_URL", "")  # derived: agrees with the password
+    envfile.update(env_file, {"POSTGRES_PASSWORD": "change-me"})
+    envfile.update(env_file, {"DATABASE_URL": ""})  # derived: agrees with the password
     code, report, output = validate_json(env_file)
     assert code == 1, output
     bad = failures(report)
@@ -405,8 +403,8 @@ def test_the_placeholder_password_fails(make_env: MakeEnv) -> None:
 
 def test_a_short_password_is_a_warning(make_env: MakeEnv) -> None:
     env_file = make_env()
-    set_env_value(env_file, "REDIS_PASSWORD", "short1")
-    set_env_value(env_file, "REDIS_URL", "")
+    envfile.update(env_file, {"REDIS_PASSWORD": "short1"})
+    envfile.update(env_file, {"REDIS_URL": ""})
     code, report, output = validate_json(env_file)
     weak = named(report, "Env file", "REDIS_PASSWORD")
     assert weak["status"] == "warn"
@@ -421,7 +419,7 @@ def test_a_missing_password_fails_naming_it(make_env: MakeEnv) -> None:
     # the user reads the key's name and `docker compose config` does not pass.
     env_file = make_env()
     drop_key(env_file, "POSTGRES_PASSWORD")
-    set_env_value(env_file, "DATABASE_URL", "")
+    envfile.update(env_file, {"DATABASE_URL": ""})
     code, report, output = validate_json(env_file)
     assert code == 1, output
     assert any("POSTGRES_PASSWORD" in shown(c) for c in failures(report)), output
@@ -676,7 +674,7 @@ def test_compose_config_fails_on_a_line_compose_cannot_read(
 
 def test_compose_backend_without_an_engine_still_reports(make_env: MakeEnv, tmp_path: Path) -> None:
     env_file = make_env()
-    set_env_value(env_file, "STACK_BACKEND", "compose")
+    envfile.update(env_file, {"STACK_BACKEND": "compose"})
     no_engine = {"DOCKER_HOST": f"unix://{tmp_path / 'no-docker.sock'}"}
     code, report, output = validate_json(env_file, no_engine)
     assert code == 1, output
@@ -696,8 +694,8 @@ def test_tools_follow_the_env_files_backend_even_when_another_key_is_bad(
     monkeypatch.setattr(docker_engine, "engine_version", lambda *_a: "27.0.0" if docker else None)
     monkeypatch.setattr(docker_engine, "compose_version", lambda: "2.40.3" if docker else None)
     env_file = make_env()
-    set_env_value(env_file, "STACK_BACKEND", configured)
-    set_env_value(env_file, "POSTGRES_PORT", "99999")
+    envfile.update(env_file, {"STACK_BACKEND": configured})
+    envfile.update(env_file, {"POSTGRES_PORT": "99999"})
     tools = {c["name"] for c in checks(offline(env_file), area="Tools")}
     docker_checks = {"Docker engine", "Docker Compose v2"}
     if configured == "compose":

