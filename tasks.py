@@ -65,8 +65,8 @@ def _open(kind: str, *, announce: bool = True) -> tuple[Settings, Backend]:
 def _report_up(report: Any, what: str) -> None:
     from scripts.console import say
 
-    for name, how in report.passwords.items():
-        say("ok", f"{name}: password changed to the one in the env file ({how}).")
+    for note in report.notes:
+        say("ok", note)
     for name, result in report.results.items():
         say("ok", f"{name}: {result.detail}")
     started = f"started {', '.join(report.started)}" if report.started else "already running"
@@ -149,9 +149,15 @@ def down(c: Context) -> None:
     say("ok", f"Stopped {', '.join(stopped)}." if stopped else "Nothing was running.")
 
 
-@task
+@task(
+    help={
+        "orphans": "Also delete the data dirs of deleted checkouts (native, run by root): "
+        "they are listed, and you are asked first.",
+        "yes": "With --orphans: do not ask.",
+    }
+)
 @user_errors
-def clean(c: Context) -> None:
+def clean(c: Context, orphans: bool = False, yes: bool = False) -> None:
     """Stop all, remove leftovers (pid files, logs); keep data."""
     from scripts import stack
     from scripts.console import say
@@ -159,6 +165,29 @@ def clean(c: Context) -> None:
     settings, backend = _open(STOP)
     removed = stack.clean(settings, backend)
     say("ok", "Removed: " + ", ".join(removed) if removed else "Nothing to clean.")
+    if orphans:
+        _clean_orphans(yes=yes)
+
+
+def _clean_orphans(*, yes: bool) -> None:
+    import shutil
+
+    from scripts.backends.native.layout import orphans
+    from scripts.console import human_size, say
+
+    found = orphans()
+    if not found:
+        say("ok", "No data dir of a deleted checkout.")
+        return
+    listed = "; ".join(f"{o.home} ({human_size(o.size)}, of {o.checkout})" for o in found)
+    if not yes:
+        _ask(
+            f"Delete the data of {len(found)} deleted checkout(s): {listed}?",
+            f"clean --orphans deletes {len(found)} data dir(s): add --yes to confirm.",
+        )
+    for orphan in found:
+        shutil.rmtree(orphan.home)
+    say("ok", f"Deleted {listed}.")
 
 
 @task(
@@ -243,10 +272,13 @@ def health(c: Context, json: bool = False) -> None:
             else:
                 say("ok" if result.ok else "fail", f"{name}: {result.detail}")
     if bad:
-        raise Exit(
-            None if json else f"✘ Unhealthy: {', '.join(bad)}. Try `inv up-core`, then `inv logs`.",
-            code=1,
+        full = all("connection slot" in str(getattr(results[n], "detail", "")) for n in bad)
+        advice = (
+            "close some of the application's connections: PostgreSQL has no slot left"
+            if full
+            else "try `inv up-core`, then `inv logs`"
         )
+        raise Exit(None if json else f"✘ Unhealthy: {', '.join(bad)}: {advice}.", code=1)
 
 
 @task(help={"json": "Print JSON for machines instead of a table."})
@@ -258,7 +290,14 @@ def status(c: Context, json: bool = False) -> None:
 
     settings, backend = _open(READ, announce=False)
     rows = stack.status(settings, backend)
-    problems = [p for p in (backend.ownership_problem(),) if p]
+    from scripts import swap
+    from scripts.backends.native.layout import orphans_problem
+
+    problems = [
+        p
+        for p in (backend.ownership_problem(), swap.leftovers_problem(settings), orphans_problem())
+        if p
+    ]
     if json:
         import json as jsonlib
 
@@ -534,11 +573,21 @@ LATEST = "--latest"
         "into": "Restore into this new database beside the live one instead of replacing it.",
         "jobs": "Parallel restore jobs for custom and directory backups (default 2).",
         "yes": "Do not ask before replacing the live database.",
+        "force_other_database": "Replace the database even with a dump of another database or "
+        "schema (a safety backup is taken first).",
+        "backup": "Take a safety backup of the live database before replacing it (default). "
+        "--no-backup skips it.",
     },
 )
 @user_errors
 def db_restore(
-    c: Context, file: str, into: str | None = None, jobs: int = 2, yes: bool = False
+    c: Context,
+    file: str,
+    into: str | None = None,
+    jobs: int = 2,
+    yes: bool = False,
+    force_other_database: bool = False,
+    backup: bool = True,
 ) -> None:
     """Restore a backup: checked, loaded aside, then swapped in."""
     from pathlib import Path
@@ -547,11 +596,14 @@ def db_restore(
     from scripts.console import display_path, progress, say
 
     settings, backend = _open(CHANGE)
+    restore.check_into(settings, into)
     # invoke has no optional positional arguments; `--latest` is a value of FILE (it is no
     # flag of this task, so the parser hands it to the positional FILE).
     path = backups.latest(settings) if file == LATEST else Path(file).expanduser().absolute()
     with restore.opened(path, backend) as checked:
         say("ok", f"{display_path(path)}: {checked.format} backup, checks passed")
+        if into is None:
+            restore.check_origin(settings, checked, force=force_other_database)
         if into is None and not yes:
             _ask(
                 f"Replace database {settings.postgres_db!r} with this backup?",
@@ -560,12 +612,23 @@ def db_restore(
             )
         with stack.locked(settings), progress("pg_restore") as report:
             result = restore.restore(
-                settings, backend, checked, into=into, jobs=jobs, progress=report
+                settings,
+                backend,
+                checked,
+                into=into,
+                jobs=jobs,
+                force_other_database=force_other_database,
+                safety_backup=backup,
+                progress=report,
             )
+    if result.safety_backup is not None:
+        say("ok", f"Safety backup of the replaced database: {display_path(result.safety_backup)}")
     action = "replaced" if result.replaced else "created"
     say("ok", f"Database {result.database!r} {action} in {result.seconds:.2f} s:")
     for name, count in result.counts.items():
         print(f"    {name:<24} {count:>10} rows")
+    if result.safety_backup is not None:
+        say("info", f"To undo: `{backups.restore_command(result.safety_backup)} --yes`.")
 
 
 @task(name="backup")

@@ -100,13 +100,17 @@ def snapshot(settings: Settings) -> Iterator[tuple[Callable[[str], Rows], str]]:
     through the tasks' own client (scripts.probes), not psycopg, whose import would delay
     pg_dump's start by ~0.15 s.
     """
-    from scripts import probes
-    from scripts.stack import pg_login
+    from scripts import probes, roles
 
-    login = pg_login(settings)
+    login = roles.login(settings)
     try:
         session = probes.PgSession(login, timeout=10, query_timeout=None)
     except probes.PgError as exc:
+        if exc.code == "53300":  # too_many_connections
+            raise StackError(
+                f"PostgreSQL has no free connection for the backup ({exc.message.rstrip('.')}): "
+                "close some of the application's connections and run it again."
+            ) from None
         raise StackError(
             f"PostgreSQL refused the backup's login ({exc.message.rstrip('.')}): check "
             f"the POSTGRES_* settings in {display_path(settings.env_file)}."
@@ -328,7 +332,14 @@ def run_tool(
 
     Leaving the block waits for the tool; an exception (Ctrl-C included) stops it first.
     """
-    proc = subprocess.Popen(argv, env=env, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        argv,
+        env=env,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        preexec_fn=die_with_parent(),  # noqa: PLW1509 - only prctl, with nothing to import
+    )
     errors: list[str] = []
     reader = threading.Thread(target=_follow, args=(proc.stderr, tables, progress, errors))
     reader.start()
@@ -347,6 +358,27 @@ def run_tool(
         causes = [e for e in errors if "worker process died" not in e] or errors
         detail = causes[0] if causes else f"exit code {proc.returncode}"
         raise ToolFailed(name, detail)
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """For a child process: end it (SIGTERM) when this process dies, even by SIGKILL, so no
+    pg_dump or pg_restore goes on writing for nobody. Linux's prctl(PR_SET_PDEATHSIG);
+    elsewhere nothing (None). The function is made here, in the parent, so the child only
+    calls it: nothing to import or load between fork and exec."""
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # libc's, in this process already
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the line above
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
 
 
 class ToolFailed(StackError):

@@ -47,6 +47,11 @@ def display_path(path: Path) -> str:
     return str(path)
 
 
+def enumerate_names(names: Sequence[str]) -> str:
+    """ "a", "a and b", "a, b and c"."""
+    return ", ".join(names[:-1]) + (" and " if len(names) > 1 else "") + names[-1]
+
+
 def human_size(size: int | None) -> str:
     if size is None:
         return "-"

@@ -20,15 +20,16 @@ if TYPE_CHECKING:
 
 
 def connect(
-    settings: Settings, *, dbname: str | None = None, autocommit: bool = True
+    settings: Settings, *, dbname: str | None = None, autocommit: bool = True, admin: bool = False
 ) -> psycopg.Connection[tuple[Any, ...]]:
-    """The stack's database (or another database of its server); failing is a StackError."""
+    """The stack's database (or another database of its server), as the application's role
+    or, with `admin`, as the stack's superuser; failing is a StackError."""
     import psycopg
     from psycopg.conninfo import make_conninfo
 
     try:
         return psycopg.connect(
-            make_conninfo(**settings.pg_conninfo(dbname)),
+            make_conninfo(**settings.pg_conninfo(dbname, admin=admin)),
             autocommit=autocommit,
             connect_timeout=10,
         )
@@ -36,8 +37,9 @@ def connect(
         where = f"PostgreSQL on {settings.connect_host}:{settings.postgres_port}"
         reason = describe(exc)
         if "password authentication failed" in reason:
+            key = "POSTGRES_ADMIN_PASSWORD" if admin else "POSTGRES_PASSWORD"
             raise StackError(
-                f"{where} refuses POSTGRES_PASSWORD: if you changed it in "
+                f"{where} refuses {key}: if you changed it in "
                 f"{display_path(settings.env_file)}, `inv up-core` applies it."
             ) from None
         if "too many clients" in reason or "remaining connection slots" in reason:

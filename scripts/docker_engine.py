@@ -345,6 +345,12 @@ def ensure_engine(
     return dataclasses.replace(report, installed=installed)
 
 
+def containers_on_engine() -> list[str]:
+    """The names of every container on the engine, running or not."""
+    output = _docker_output("ps", "--all", "--format", "{{.Names}}")
+    return sorted(output.split()) if output else []
+
+
 def stop_engine(report: EngineReport, *, pid_file: Path = DOCKERD_PID_FILE) -> None:
     """Stop the daemon only when `report` says ensure_engine started it; else leave it alone."""
     if not report.started:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from scripts.console import display_path
 from scripts.errors import StackError
+from scripts.files import write_atomic
 
 BOM = "\ufeff"
 _INTERPOLATION = re.compile(
@@ -187,15 +188,4 @@ def write(path: Path, text: str, *, mode: int = 0o600, exclusive: bool = False) 
             handle.flush()
             os.fsync(handle.fileno())
         return
-    partial = path.with_name(f".{path.name}.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        partial.chmod(mode)
-        partial.replace(path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    write_atomic(path, text, mode=mode)

@@ -11,9 +11,9 @@ import sys
 
 from scripts import envfile, prerequisites
 from scripts.backends import Backend, get_backend
-from scripts.console import confirm, display_path, say
+from scripts.console import confirm, display_path, enumerate_names, say
 from scripts.errors import StackError
-from scripts.preflight import banner, write_unset_urls
+from scripts.preflight import banner, ensure_admin_password, write_unset_urls
 from scripts.settings import (
     BACKENDS,
     PASSWORD_KEYS,
@@ -48,6 +48,7 @@ def run(yes: bool) -> tuple[Settings, Backend]:
         before = get_backend(settings, backend_name)
         before.check_owner()  # another checkout's data is not this one's to judge
         settings = finish_env_file(settings, before)
+    settings = ensure_admin_password(settings)
     backend = get_backend(settings, backend_name)
     banner(settings, backend)
     return settings, backend
@@ -80,13 +81,13 @@ def finish_env_file(settings: Settings, backend: Backend) -> Settings:
         envfile.update(path, {key: new_password() for key in placeholders}, mode=0o600)
         settings = load()
     if placeholders:
-        done.append(f"generated {' and '.join(placeholders)}")
+        done.append(f"generated {enumerate_names(placeholders)}")
     if bom:
         done.append("removed its byte-order mark")
     urls = [key for key in URL_KEYS if url_unset(settings.file_values.get(key, ""))]
     if urls:
         settings = write_unset_urls(settings, quiet=True)
-        done.append(f"wrote {' and '.join(urls)} (derived from the stack's settings)")
+        done.append(f"wrote {enumerate_names(urls)} (derived from the stack's settings)")
     if mode != 0o600:
         done.append(f"mode {mode:04o} -> 0600")
     if done:

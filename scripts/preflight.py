@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from scripts import envfile
-from scripts.console import display_path, warn
+from scripts.console import display_path, enumerate_names, warn
 from scripts.errors import StackError
 from scripts.settings import (
+    ADMIN_PASSWORD_KEY,
     DEFAULTS,
     PASSWORD_KEYS,
     PLACEHOLDER_PASSWORD,
@@ -23,6 +24,7 @@ from scripts.settings import (
     derive_url,
     load,
     mask_url,
+    new_password,
     placeholder_passwords,
     url_disagreements,
     url_unset,
@@ -47,11 +49,33 @@ def open_stack(kind: str, *, announce: bool = True) -> tuple[Settings, Backend]:
     if mode_problem := private_mode_problem(settings):
         warn(mode_problem)
     settings = write_unset_urls(settings)
+    if kind == CHANGE:
+        settings = ensure_admin_password(settings)
     backend = get_backend(settings)
     if announce:
         banner(settings, backend)
     check(settings, backend, kind)
+    recover_restore(settings)
     return settings, backend
+
+
+def recover_restore(settings: Settings) -> None:
+    """Finish or undo a restore a crash interrupted, before anything else: the journal says
+    where it stopped. Without a running server, `inv up-core` does it."""
+    from scripts import swap
+
+    if not swap.journal_pending(settings):
+        return
+    try:
+        notes = swap.recover(settings)
+    except StackError:
+        warn(
+            "A restore was interrupted; it is put in order as soon as PostgreSQL runs: "
+            "`inv up-core`."
+        )
+        return
+    for note in notes:
+        warn(note)
 
 
 def banner(settings: Settings, backend: Backend) -> None:
@@ -100,13 +124,25 @@ def write_unset_urls(settings: Settings, *, quiet: bool = False) -> Settings:
     try:
         envfile.update(settings.env_file, changes)
     except OSError as exc:
-        warn(f"Could not write {' and '.join(changes)} into {shown} ({exc.strerror}).")
+        warn(f"Could not write {enumerate_names(list(changes))} into {shown} ({exc.strerror}).")
         return settings
     if not quiet:
         warn(
-            f"Wrote {' and '.join(changes)} into {shown}, derived from the stack's settings "
-            f"(the application reads {'them' if len(changes) > 1 else 'it'} there)."
+            f"Wrote {enumerate_names(list(changes))} into {shown}, derived from the stack's "
+            f"settings (the application reads {'them' if len(changes) > 1 else 'it'} there)."
         )
+    return load()
+
+
+def ensure_admin_password(settings: Settings) -> Settings:
+    """Generate POSTGRES_ADMIN_PASSWORD into an env file from before the admin role."""
+    if settings.postgres_admin_password:
+        return settings
+    envfile.update(settings.env_file, {ADMIN_PASSWORD_KEY: new_password()})
+    warn(
+        f"Generated POSTGRES_ADMIN_PASSWORD into {display_path(settings.env_file)}: the "
+        "stack's superuser, for what the application's role may not do."
+    )
     return load()
 
 
@@ -152,7 +188,7 @@ def check_urls(settings: Settings, *, refuse: bool) -> None:
 
 def placeholder_message(settings: Settings, keys: list[str]) -> str:
     shown = display_path(settings.env_file)
-    names = " and ".join(keys)
+    names = enumerate_names(keys)
     verb = "are" if len(keys) > 1 else "is"
     return (
         f"{names} in {shown} {verb} still .env.example's placeholder {PLACEHOLDER_PASSWORD!r}: "

@@ -44,6 +44,14 @@ class Check:
         return self.found is not None and not self.problem
 
 
+def server_locale() -> str:
+    """The locale initdb gives the native server: C.UTF-8 where it exists (Linux), else C
+    (macOS has no C.UTF-8); the encoding is UTF8 either way."""
+    import sys
+
+    return "C" if sys.platform == "darwin" else "C.UTF-8"
+
+
 def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "ai-marketplace-stack"

@@ -26,6 +26,7 @@ class ProbeResult:
     fatal: bool = False  # waiting longer will not help (wrong password, ...)
     refused: bool = False  # nothing listens at all (not started, as opposed to broken)
     auth_failed: bool = False  # it answers, but refuses the password in the env file
+    sqlstate: str = ""  # PostgreSQL's error code, when it answered with one
 
 
 class ProtocolError(Exception):
@@ -317,7 +318,9 @@ def probe_postgres(login: PgLogin, timeout: float = 2.0) -> ProbeResult:
         detail = f"{exc.message} (SQLSTATE {exc.code})"
         if exc.code == "53300":  # too_many_connections: it runs, but has no room for us
             detail = f"{exc.message}: every connection slot is taken; close some clients"
-        return ProbeResult(False, detail, fatal=fatal, auth_failed=exc.code == PG_AUTH_FAILED)
+        return ProbeResult(
+            False, detail, fatal=fatal, auth_failed=exc.code == PG_AUTH_FAILED, sqlstate=exc.code
+        )
     except AuthenticityError as exc:
         return ProbeResult(False, str(exc), fatal=True)
     except (OSError, ProtocolError) as exc:

@@ -1,6 +1,8 @@
 """Local server processes: start detached with a log file, find by pid file, stop with a deadline.
 
-The native backend's only contact with process management; it never shells out to `kill`.
+The native backend's only contact with process management; it never shells out to `kill`,
+and asks psutil (not /proc) whether a process runs, what it is and where it works, so the
+same code runs on Linux and macOS.
 """
 
 from __future__ import annotations
@@ -45,6 +47,13 @@ class RunAs:
     def chown(self, path: Path) -> None:
         os.chown(path, self.uid, self.gid)
 
+    def chown_tree(self, path: Path) -> None:
+        """`path` and everything below it (not following links)."""
+        os.chown(path, self.uid, self.gid, follow_symlinks=False)
+        for root, dirs, files in os.walk(path):
+            for name in [*dirs, *files]:
+                os.chown(Path(root) / name, self.uid, self.gid, follow_symlinks=False)
+
     def can_enter(self, path: Path) -> bool:
         """Whether this account may traverse every directory down to `path` (mode bits only)."""
         groups = set(os.getgrouplist(self.name, self.gid))
@@ -65,18 +74,29 @@ class RunAs:
         return True
 
 
+def open_log(log: Path) -> int:
+    """A log file opened for appending, readable by this account alone (0600)."""
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
 def spawn(
     argv: Sequence[str],
     log: Path,
     *,
     run_as: RunAs | None = None,
     env: Mapping[str, str] | None = None,
+    input_text: str | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start a long-running server detached from this terminal, output appended to `log`."""
-    with log.open("ab") as out:
-        return subprocess.Popen(
+    """Start a long-running server detached from this terminal, output appended to `log`
+    (opened here: the server's account needs no access to it). `input_text` is written to
+    its stdin, which is then closed (a configuration that must not touch the disk)."""
+    out = open_log(log)
+    try:
+        proc = subprocess.Popen(
             list(argv),
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if input_text is None else subprocess.PIPE,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C in this terminal must not reach the servers
@@ -85,7 +105,16 @@ def spawn(
             user=None if run_as is None else run_as.uid,
             group=None if run_as is None else run_as.gid,
             extra_groups=None if run_as is None else [],
+            umask=0o077,  # what a server creates (Redis's AOF, PHP's sessions) is its alone
         )
+    finally:
+        os.close(out)
+    if input_text is not None:
+        assert proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.write(input_text.encode())
+        proc.stdin.close()
+    return proc
 
 
 def run(
@@ -112,37 +141,35 @@ def run(
 
 def alive(pid: int) -> bool:
     """True when `pid` runs and is not a zombie waiting to be reaped."""
+    import psutil
+
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
         return True
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def command_name(pid: int) -> str:
+    import psutil
+
     try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
+        return str(psutil.Process(pid).name())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
         return ""
 
 
 def working_in(directory: Path) -> list[int]:
     """Live processes whose working directory is `directory` (a PostgreSQL server's are)."""
+    import psutil
+
     target = str(directory.resolve())
     found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if str((entry / "cwd").readlink()) == target and alive(int(entry.name)):
-                    found.append(int(entry.name))
-            except OSError:
-                continue  # gone, a zombie, or not ours to see
+    for proc in psutil.process_iter(["cwd", "status"]):
+        cwd, status = proc.info["cwd"], proc.info["status"]
+        if cwd == target and status != psutil.STATUS_ZOMBIE:
+            found.append(proc.pid)
     return found
 
 

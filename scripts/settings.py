@@ -25,7 +25,8 @@ ENV_EXAMPLE = ROOT / ".env.example"
 DEFAULT_ENV_FILE = ROOT / ".env"
 BACKENDS = ("auto", "compose", "native")
 PLACEHOLDER_PASSWORD = "change-me"  # noqa: S105 - the marker that init replaces
-PASSWORD_KEYS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD")
+ADMIN_PASSWORD_KEY = "POSTGRES_ADMIN_PASSWORD"  # noqa: S105 - a key name
+PASSWORD_KEYS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", ADMIN_PASSWORD_KEY)
 
 # Every key the stack reads, with its default; None marks a key the env file must set.
 DEFAULTS: dict[str, str | None] = {
@@ -40,6 +41,9 @@ DEFAULTS: dict[str, str | None] = {
     "POSTGRES_PASSWORD": None,
     "POSTGRES_DB": None,
     "POSTGRES_PORT": "5432",
+    "POSTGRES_ADMIN_USER": "postgres",
+    # Empty in env files from before the admin role: `inv up-core` generates it then.
+    "POSTGRES_ADMIN_PASSWORD": "",
     "REDIS_IMAGE": "redis:7",
     "REDIS_PASSWORD": None,
     "REDIS_PORT": "6379",
@@ -110,6 +114,8 @@ class Settings:
     postgres_password: Secret
     postgres_db: str
     postgres_port: int
+    postgres_admin_user: str
+    postgres_admin_password: Secret  # empty until `inv up-core` makes one (older env files)
     redis_image: str
     redis_password: Secret
     redis_port: int
@@ -148,15 +154,21 @@ class Settings:
     def redis_url_masked(self) -> str:
         return mask_url(self.redis_url.reveal())
 
-    def pg_conninfo(self, dbname: str | None = None) -> dict[str, str]:
+    def pg_conninfo(self, dbname: str | None = None, *, admin: bool = False) -> dict[str, str]:
         """Where and as whom the tasks log in to the stack's PostgreSQL: from POSTGRES_* and
-        BIND_ADDRESS only, never from DATABASE_URL (psycopg.connect keyword arguments)."""
+        BIND_ADDRESS only, never from DATABASE_URL (psycopg.connect keyword arguments). As
+        the application's role, or with `admin` as the stack's superuser."""
+        user, password = (
+            (self.postgres_admin_user, self.postgres_admin_password)
+            if admin
+            else (self.postgres_user, self.postgres_password)
+        )
         return {
             "host": self.connect_host,
             "hostaddr": self.connect_host,  # an IP (BIND_ADDRESS is one): beats PGHOSTADDR
             "port": str(self.postgres_port),
-            "user": self.postgres_user,
-            "password": self.postgres_password.reveal(),
+            "user": user,
+            "password": password.reveal(),
             "dbname": self.postgres_db if dbname is None else dbname,
         }
 
@@ -230,11 +242,17 @@ def problems_in(raw: Mapping[str, str]) -> list[str]:
             "(this machine only) or 0.0.0.0 (every interface)."
         )
     problems += _port_problems(raw)
-    for key in ("POSTGRES_USER", "POSTGRES_DB"):
+    for key in ("POSTGRES_USER", "POSTGRES_DB", "POSTGRES_ADMIN_USER"):
         if key in raw and not text(key):
             problems.append(f"{key} is empty: set a name (see .env.example).")
         elif len(text(key).encode()) > 63:
             problems.append(f"{key} is longer than PostgreSQL's 63-byte limit: shorten it.")
+    if text("POSTGRES_ADMIN_USER") and text("POSTGRES_ADMIN_USER") == text("POSTGRES_USER"):
+        problems.append(
+            "POSTGRES_ADMIN_USER and POSTGRES_USER are both "
+            f"{text('POSTGRES_USER')!r}: the application's role must not be the superuser, so "
+            "give each its own name (the default admin is postgres)."
+        )
     problems += _password_problems(raw)
     if _positive(text("STACK_READY_TIMEOUT")) is None:
         problems.append(
@@ -260,7 +278,7 @@ def _password_problems(raw: Mapping[str, str]) -> list[str]:
         value = raw.get(key)
         if value is None:
             continue
-        if not value:
+        if not value and key != ADMIN_PASSWORD_KEY:
             problems.append(
                 f"{key} is empty: set a password, or remove the env file and run `inv init` to "
                 "generate one."
@@ -336,6 +354,8 @@ def _build(
         postgres_password=Secret(raw["POSTGRES_PASSWORD"]),
         postgres_db=text("POSTGRES_DB"),
         postgres_port=ports["POSTGRES_PORT"],
+        postgres_admin_user=text("POSTGRES_ADMIN_USER"),
+        postgres_admin_password=Secret(raw.get(ADMIN_PASSWORD_KEY, "")),
         redis_image=text("REDIS_IMAGE"),
         redis_password=Secret(raw["REDIS_PASSWORD"]),
         redis_port=ports["REDIS_PORT"],

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from scripts import console, probes
+from scripts import console, probes, roles, swap
 from scripts.backends import CORE, SERVICES, Backend, ServiceState
 from scripts.errors import StackError
 from scripts.probes import ProbeResult
@@ -25,29 +26,17 @@ class UpReport:
     started: list[str]
     results: dict[str, ProbeResult]
     seconds: float
-    passwords: dict[str, str]  # service -> how the password in the env file was applied
+    notes: list[str]  # what was done besides starting: passwords applied, roles split
 
 
 def address(settings: Settings, service: str) -> tuple[str, int]:
     return settings.connect_host, settings.port(service)
 
 
-def pg_login(settings: Settings) -> probes.PgLogin:
-    """How the tasks' own PostgreSQL client (scripts.probes) logs in to the stack."""
-    host, port = address(settings, "postgres")
-    return probes.PgLogin(
-        host,
-        port,
-        settings.postgres_user,
-        settings.postgres_password.reveal(),
-        settings.postgres_db,
-    )
-
-
 def probe_for(settings: Settings, service: str) -> Callable[[], ProbeResult]:
     host, port = address(settings, service)
     if service == "postgres":
-        login = pg_login(settings)
+        login = roles.login(settings)
         return lambda: probes.probe_postgres(login)
     if service == "redis":
         return lambda: probes.probe_redis(host, port, settings.redis_password.reveal())
@@ -60,12 +49,12 @@ _HELD: set[str] = set()  # lock files this process holds: nested `locked` blocks
 @contextlib.contextmanager
 def locked(settings: Settings) -> Iterator[None]:
     """One changing command per stack at a time; a second one waits, then sees the result."""
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = settings.state_dir / ".lock"
     if str(path) in _HELD:
         yield
         return
-    with path.open("a") as handle:
+    with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -83,14 +72,24 @@ def up(settings: Settings, backend: Backend, services: Sequence[str]) -> UpRepor
     """Start `services` and wait until each answers; on failure stop what this call started."""
     began = time.monotonic()
     with locked(settings):
+        notes = _restart_hung_adminer(settings, backend) if "adminer" in services else []
         started = backend.start(services)
         try:
             results = _wait(settings, backend, services)
             # A password changed in the env file since the data was made: apply it, once.
             refused = [name for name, r in results.items() if r.auth_failed]
-            passwords = {name: backend.apply_password(name) for name in refused}
+            notes += [
+                f"{name}: password changed to the one in the env file "
+                f"({backend.apply_password(name)})."
+                for name in refused
+            ]
             if refused:
                 results.update(_wait(settings, backend, refused))
+            if "postgres" in services and _restore_to_recover(settings, results["postgres"]):
+                notes += swap.recover(settings)  # a killed restore's swap, before anything else
+                results.update(_wait(settings, backend, ["postgres"]))
+            if "postgres" in services and results["postgres"].ok:
+                notes += roles.ensure(settings, backend)
         except StackError as exc:
             raise StackError(f"{exc.message.rstrip('.')}.{_undo(backend, started)}") from None
         failed = {name: r for name, r in results.items() if not r.ok}
@@ -100,7 +99,24 @@ def up(settings: Settings, backend: Backend, services: Sequence[str]) -> UpRepor
                 f"The stack is not ready: {detail}.{_undo(backend, started)} See `inv logs` for "
                 "the services' output."
             )
-    return UpReport(started, results, time.monotonic() - began, passwords)
+    return UpReport(started, results, time.monotonic() - began, notes)
+
+
+def _restart_hung_adminer(settings: Settings, backend: Backend) -> list[str]:
+    """An Adminer that runs but does not answer (a request it never finished) is stopped, so
+    the start that follows gives a fresh one."""
+    probe = probes.probe_http(*address(settings, "adminer"), timeout=2)
+    if probe.ok or probe.refused:
+        return []
+    backend.stop(["adminer"])
+    return [f"adminer: did not answer ({probe.detail}), so it was restarted."]
+
+
+def _restore_to_recover(settings: Settings, postgres: ProbeResult) -> bool:
+    """A journaled restore to finish, or the live database missing (a set-aside copy of it
+    may be all that is left)."""
+    missing = postgres.sqlstate == "3D000"  # invalid_catalog_name: no such database
+    return swap.journal_pending(settings) or (missing and not postgres.auth_failed)
 
 
 def _wait(settings: Settings, backend: Backend, services: Sequence[str]) -> dict[str, ProbeResult]:
@@ -165,9 +181,16 @@ def reset(
                     settings, backend, name=f"before-reset-{backups.timestamp()}"
                 ).path
             except StackError as exc:
+                copies = [n for n in swap.leftovers(settings) if swap.ASIDE_MARK in n]
+                advice = (
+                    f"{', '.join(copies)} may hold the only copy of the database: rename it "
+                    f"back to {settings.postgres_db!r} (`inv up-core` does) before deleting"
+                    if copies
+                    else "Fix that, or run `inv reset --yes --no-backup` to delete without one"
+                )
                 raise StackError(
                     f"Nothing was deleted: the safety backup failed ({exc.message.rstrip('.')}). "
-                    "Fix that, or run `inv reset --yes --no-backup` to delete without one."
+                    f"{advice}."
                 ) from None
         return saved, backend.destroy()
 
@@ -182,8 +205,11 @@ def clean(settings: Settings, backend: Backend) -> list[str]:
     from scripts import backups
 
     with locked(settings):
+        leftovers: list[str] = []
+        if probe_for(settings, "postgres")().ok:  # dropping needs the server: before stopping
+            leftovers = swap.remove_leftovers(settings)
         removed = backend.clean()
-        return removed + backups.remove_abandoned(settings)
+        return leftovers + removed + backups.remove_abandoned(settings)
 
 
 def connection_lines(settings: Settings) -> Mapping[str, str]:

@@ -36,7 +36,7 @@ from scripts.settings import (
 if TYPE_CHECKING:
     from scripts.backends import Backend
 
-AREAS = ("Tools", "Env file", "Compose file", "SQL files", "Ports", "Services", "Security")
+AREAS = ("Tools", "Env file", "Compose file", "SQL files", "Ports", "Data", "Services", "Security")
 CORE_TABLES = ("users", "ai_agents", "reviews", "transactions")
 EXTENSIONS = ("uuid-ossp", "pgcrypto")
 WEAK = {"password", "postgres", "redis", "secret", "admin", "123456", "12345678", "changeme"}
@@ -100,6 +100,7 @@ def run(*, offline: bool, environ: Mapping[str, str] | None = None) -> Report:
     backend = get_backend(settings, backend_name)
     _ports(report, settings, backend)
     _owner(report, backend)
+    _orphans(report)
     _backups_private(report, settings)
     if offline:
         report.add("Services", "all", "skip", "skipped with --offline")
@@ -519,6 +520,18 @@ def _owner(report: Report, backend: Backend) -> None:
         report.add("Ports", "compose project", "pass", "owned by this checkout, or by none yet")
 
 
+def _orphans(report: Report) -> None:
+    from scripts.backends.native.layout import orphans_problem
+
+    problem = orphans_problem()
+    report.add(
+        "Data",
+        "orphaned data dirs",
+        "warn" if problem else "pass",
+        problem or "no data dir of a deleted checkout",
+    )
+
+
 def _ours(
     service: str,
     states: Mapping[str, Any],
@@ -610,6 +623,15 @@ def _services(report: Report, settings: Settings) -> None:
                     "appendonly yes" if on else "appendonly is off: data is lost on a crash",
                     "" if on else "keep docker/redis/redis.conf's appendonly yes",
                 )
+    from scripts import swap
+
+    leftover = swap.leftovers_problem(settings)
+    report.add(
+        "Services",
+        "restore leftovers",
+        "warn" if leftover else "pass",
+        leftover or "no scratch or set-aside database, no temporary role",
+    )
     adminer = probe_for(settings, "adminer")()
     if adminer.refused:
         report.add("Services", "adminer answers", "skip", "not started (`inv up` starts it)")
@@ -758,6 +780,7 @@ def _security(report: Report, settings: Settings) -> None:
                 f"a login with {what} is refused" if verdict else f"a login with {what} gets in",
                 "" if verdict else "require scram-sha-256 for every connection in pg_hba.conf",
             )
+    _least_privilege(report, settings)
     try:
         reply = redis_command((host, settings.redis_port), None, "PING", timeout=5)
     except RedisError as exc:
@@ -778,6 +801,31 @@ def _security(report: Report, settings: Settings) -> None:
             f"an unauthenticated PING answers {reply!r}",
             "set requirepass (REDIS_PASSWORD) and restart Redis",
         )
+
+
+def _least_privilege(report: Report, settings: Settings) -> None:
+    from scripts.probes import PgError, ProtocolError, pg_query
+    from scripts.roles import login
+
+    try:
+        rows, _ = pg_query(
+            login(settings), "SELECT rolsuper FROM pg_roles WHERE rolname = current_user", 5
+        )
+    except (OSError, PgError, ProtocolError):
+        report.add("Security", "application role", "skip", "PostgreSQL does not answer")
+        return
+    superuser = bool(rows) and rows[0][0] == "t"
+    report.add(
+        "Security",
+        "application role",
+        "fail" if superuser else "pass",
+        f"{settings.postgres_user} is a superuser"
+        if superuser
+        else f"{settings.postgres_user} owns its database and is no superuser",
+        "run `inv up-core`: it gives the tasks an admin role and takes superuser away"
+        if superuser
+        else "",
+    )
 
 
 def _listening(port: int) -> set[str]:

@@ -7,8 +7,11 @@
 --
 -- Run once by the postgres image's /docker-entrypoint-initdb.d on the first
 -- start of an empty data dir (or by the native backend), as the superuser
--- POSTGRES_USER connected to POSTGRES_DB:
+-- connected to POSTGRES_DB, after 00-roles.sh made the application's role its
+-- owner:
 --   psql -v ON_ERROR_STOP=1 --no-psqlrc -f 01-init-database.sql
+-- Everything is created as that owner (the first statement below), so the
+-- application owns its tables, can migrate them, and needs no superuser.
 -- Deliberately names no database or role. Objects go to the default schema
 -- (public). Every statement is IF NOT EXISTS / OR REPLACE, so an accidental
 -- second run is harmless -- but it does not migrate an existing schema.
@@ -33,6 +36,11 @@
 --   be deleted, also not indirectly through the users -> ai_agents cascade;
 --   archive the agent (status = 'archived') or anonymise the user instead.
 -- =============================================================================
+
+-- Act as the database's owner for the rest of this session (SET ROLE, in plain
+-- SQL): whoever runs the script, the objects belong to the application's role.
+SELECT pg_catalog.set_config('role', pg_catalog.pg_get_userbyid(datdba), false)
+  FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database();
 
 BEGIN;
 

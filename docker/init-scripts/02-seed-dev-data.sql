@@ -32,6 +32,10 @@
 -- agents ...-0000000002NN, reviews ...-0000000003NN, transactions ...-0000000004NN.
 -- =============================================================================
 
+-- As the database's owner, the application's role (see 01-init-database.sql).
+SELECT pg_catalog.set_config('role', pg_catalog.pg_get_userbyid(datdba), false)
+  FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database();
+
 BEGIN;
 
 -- -----------------------------------------------------------------------------

@@ -66,9 +66,12 @@ class Backend(Protocol):
     def redis_cli(self, args: Sequence[str]) -> int:
         """Run redis-cli on the stack's Redis, authenticated."""
 
-    def pg_command(self, tool: str, args: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    def pg_command(
+        self, tool: str, args: Sequence[str], login: tuple[str, str] | None = None
+    ) -> tuple[list[str], dict[str, str]]:
         """argv and environment that run a PostgreSQL client tool (pg_dump, pg_restore, psql)
-        of the server's major version against the stack, logged in as the stack's user."""
+        of the server's major version against the stack, logged in as the application's role
+        or as `login` (user, password)."""
 
     def pg_input(self, local: Path) -> AbstractContextManager[str]:
         """The path under which the pg tools see a local file or directory (for reading)."""

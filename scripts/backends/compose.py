@@ -86,7 +86,10 @@ class ComposeBackend:
         """`docker compose ARGS` for this stack; a failure is a StackError unless not `check`."""
         result = self._docker(compose_argv(self.settings, *args), capture=capture)
         if check and result.returncode != 0:
-            detail = (result.stderr or result.stdout or "").strip().splitlines()
+            output = result.stderr or result.stdout or ""
+            if _engine_down(output):
+                raise StackError(_engine_failure(output))
+            detail = output.strip().splitlines()
             raise StackError(
                 f"`docker compose {' '.join(args)}` failed: "
                 f"{detail[-1] if detail else f'exit code {result.returncode}'}."
@@ -171,9 +174,41 @@ class ComposeBackend:
         wanted = [s for s in SERVICES if s in services and s not in running]
         if wanted:
             ports.ensure_free(self.settings, wanted)
-            self._claim()
-            self._run(*profile_args(services), "up", "--detach", *wanted)
+            before = self._made()
+            try:
+                self._claim()
+                self._run(*profile_args(services), "up", "--detach", *wanted)
+            except StackError as exc:
+                raise StackError(f"{exc.message} {self._undo_start(before)}") from None
         return wanted
+
+    def _made(self) -> tuple[set[str], set[str], set[str]]:
+        """The project's containers, volumes (with the marker) and network, as they are."""
+        containers = {str(row.get("Name")) for row in self._ps()}
+        volumes = {*self._volumes(), *self._named_volume(self._marker())}
+        network = f"{self.settings.project}_network"
+        listed = self._docker(["docker", "network", "ls", "-q", "--filter", f"name=^{network}$"])
+        return containers, volumes, {network} if listed.stdout.strip() else set()
+
+    def _named_volume(self, name: str) -> set[str]:
+        found = self._docker(["docker", "volume", "ls", "-q", "--filter", f"name=^{name}$"])
+        return set(found.stdout.split())
+
+    def _undo_start(self, before: tuple[set[str], set[str], set[str]]) -> str:
+        """Remove what a failed `up` created; say what was removed, and what could not be."""
+        after = self._made()
+        created = [now - then for now, then in zip(after, before, strict=True)]
+        removed: list[str] = []
+        left: list[str] = []
+        for kind, names in zip(("container", "volume", "network"), created, strict=True):
+            for name in sorted(names):
+                gone = self._docker(["docker", kind, "rm", "--force", name] if kind == "container"
+                                    else ["docker", kind, "rm", name])  # fmt: skip
+                (removed if gone.returncode == 0 else left).append(f"{kind} {name}")
+        said = f"Removed what it had created: {', '.join(removed)}." if removed else ""
+        if left:
+            said += f" Left behind (remove by hand): {', '.join(left)}."
+        return said.strip() or "It had created nothing."
 
     def stop(self, services: Sequence[str] = SERVICES) -> list[str]:
         running = self._running()
@@ -181,6 +216,8 @@ class ComposeBackend:
             # A plain `down` leaves profiled services (adminer) running and the network busy.
             self._run("--profile", "*", "down", "--remove-orphans")
         else:
+            # A paused (hung) container would not stop: let it run first, then stop it.
+            self._run(*profile_args(services), "unpause", *services, check=False)
             self._run(*profile_args(services), "stop", *services)
         return [s for s in reversed(SERVICES) if s in running and s in services]
 
@@ -295,12 +332,14 @@ class ComposeBackend:
             argv += ["-v", "ON_ERROR_STOP=1", "-c", sql]
         return self._exec("postgres", argv)
 
-    def pg_command(self, tool: str, args: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    def pg_command(
+        self, tool: str, args: Sequence[str], login: tuple[str, str] | None = None
+    ) -> tuple[list[str], dict[str, str]]:
         # The tools of the server's own image, over its trusted Unix socket: the host needs
-        # no PostgreSQL client and no password crosses a command line.
-        argv = compose_argv(
-            self.settings, "exec", "-T", "postgres", tool, "-U", self.settings.postgres_user
-        )
+        # no PostgreSQL client and no password crosses a command line. The session is the
+        # role's all the same: no more rights than it has.
+        user = login[0] if login else self.settings.postgres_user
+        argv = compose_argv(self.settings, "exec", "-T", "postgres", tool, "-U", user)
         return [*argv, *args], self.settings.subprocess_env()
 
     @contextlib.contextmanager
@@ -328,38 +367,36 @@ class ComposeBackend:
     def apply_password(self, service: str) -> str:
         """Make a running service take the password in the env file; say how it was done.
 
-        PostgreSQL keeps the password it was first given in its volume: it is changed with
-        psql inside the container, over the socket the image trusts. Redis takes it from the
-        container's environment: recreating the container does.
+        PostgreSQL keeps the passwords it was first given in its volume: they are changed
+        with psql inside the container, over the socket the image trusts (as the admin, or on
+        a stack from before the admin role, as the application's role, then its superuser).
+        Redis takes its password from the container's environment: recreating it does.
         """
         s = self.settings
         if service == "redis":
             self._run("up", "--detach", "--force-recreate", "redis")
             return "container recreated"
-        from scripts.probes import scram_verifier
+        from scripts import roles
 
-        statement = (  # a verifier, not the password: no statement or log ever holds that
-            f"ALTER ROLE :\"role\" PASSWORD '{scram_verifier(s.postgres_password.reveal())}';\n"
-        )
-        argv = ["exec", "-T", "postgres", "psql", "-U", s.postgres_user, "-d", "postgres"]
-        argv += ["-v", "ON_ERROR_STOP=1", "-v", f"role={s.postgres_user}", "-q"]
-        result = subprocess.run(
-            compose_argv(s, *argv),
-            input=statement,
-            env=s.subprocess_env(),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            detail = (result.stderr.strip().splitlines() or ["no output"])[-1]
-            raise StackError(
-                f"PostgreSQL refuses the password in {display_path(s.env_file)}, and applying it "
-                f"inside container {self.container('postgres')} failed ({detail}): put the old "
-                "POSTGRES_PASSWORD back, or change it there with `inv db.shell -c "
-                f"'\\password {s.postgres_user}'`."
+        detail = ""
+        for user in (s.postgres_admin_user, s.postgres_user):
+            argv = ["exec", "-T", "postgres", "psql", "-U", user, "-d", "postgres"]
+            result = subprocess.run(
+                compose_argv(s, *argv, "-v", "ON_ERROR_STOP=1", "--no-psqlrc", "-q"),
+                input=roles.password_sql(s),
+                env=s.subprocess_env(),
+                capture_output=True,
+                text=True,
+                check=False,
             )
-        return "with psql inside its container"
+            if result.returncode == 0:
+                return "with psql inside its container"
+            detail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise StackError(
+            f"PostgreSQL refuses the passwords in {display_path(s.env_file)}, and applying them "
+            f"inside container {self.container('postgres')} failed ({detail}): put the old "
+            "passwords back, or see `inv logs -s postgres`."
+        )
 
     def redis_cli(self, args: Sequence[str]) -> int:
         # The password comes from the container's own environment, never from our argv.
@@ -367,9 +404,26 @@ class ComposeBackend:
         return self._exec("redis", ["sh", "-c", script, "redis-cli", *args])
 
 
+def _engine_down(output: str) -> bool:
+    return any(
+        sign in output
+        for sign in (
+            "Cannot connect to the Docker daemon",
+            "Is the docker daemon running",
+            "error during connect",
+        )
+    )
+
+
 def _engine_failure(stderr: str) -> str:
-    detail = (stderr.strip().splitlines() or ["no answer"])[-1]
-    return f"The Docker engine did not answer ({detail}): start it with `inv setup`."
+    import os
+
+    host = os.environ.get("DOCKER_HOST") or "the local socket"
+    detail = (stderr.strip().splitlines() or ["no answer"])[-1].rstrip(".")
+    return (
+        f"No Docker engine answers on {host} ({detail}): start one with `inv setup`, or set "
+        "STACK_BACKEND=native in the env file."
+    )
 
 
 def _prefix_lines(

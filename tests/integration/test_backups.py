@@ -31,8 +31,8 @@ from psycopg.conninfo import make_conninfo
 from scripts import probes
 from scripts.backends import get_backend
 from scripts.ports import free_ports
+from scripts.roles import login as pg_login
 from scripts.settings import Settings
-from scripts.stack import pg_login
 from tests.integration.helpers import ROOT, Inv, connect, ensure_up, run_inv
 
 TABLES = ("users", "ai_agents", "reviews", "transactions")

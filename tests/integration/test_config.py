@@ -94,10 +94,13 @@ def test_a_hand_copied_env_file_sends_no_task_and_no_client_to_another_server(
 
         init = clone.inv("init", "--yes")
         _ok(init)
-        assert "Finished .env: generated POSTGRES_PASSWORD and REDIS_PASSWORD" in init.stdout
+        assert (
+            "Finished .env: generated POSTGRES_PASSWORD, REDIS_PASSWORD and "
+            "POSTGRES_ADMIN_PASSWORD" in init.stdout
+        )
         assert stat.S_IMODE(clone.env_file.stat().st_mode) == 0o600
         values = clone.env_values()
-        for key in ("POSTGRES_PASSWORD", "REDIS_PASSWORD"):
+        for key in ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "POSTGRES_ADMIN_PASSWORD"):
             assert values[key] != PLACEHOLDER_PASSWORD and len(values[key]) >= 24
             assert values[key] not in init.stdout + init.stderr
 

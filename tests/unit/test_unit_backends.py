@@ -10,7 +10,6 @@ import socket
 import socketserver
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from scripts.backends.compose import (
     profile_args,
 )
 from scripts.backends.native import RELOCATED_ROOT, NativeBackend
+from scripts.backends.native.layout import Layout
 from scripts.docker_engine import compose_version, engine_version
 from scripts.errors import StackError
 from scripts.ports import ensure_free
@@ -331,30 +331,41 @@ def nobody() -> RunAs:
     return RunAs("nobody", entry.pw_uid, entry.pw_gid)
 
 
-def test_native_data_moves_out_of_a_state_dir_the_server_cannot_enter(tmp_path: Path) -> None:
-    backend = NativeBackend(generated_settings(tmp_path))
-    backend.run_as = nobody()  # as when root runs the tasks; tmp_path is a 0700 tree
-    data = backend.pg_data
+def _layout(settings: Settings, run_as: RunAs | None) -> Layout:
+    return Layout(settings.state_dir, settings.project, settings.postgres_port, run_as)
+
+
+def test_native_data_lives_in_the_servers_home_when_root_runs_the_stack(tmp_path: Path) -> None:
+    """The state dir is private to root (0700): the servers' account could not enter it, so
+    their files live in a home of their own, one per state dir."""
+    layout = _layout(generated_settings(tmp_path), nobody())
+    data = layout.pg_data
     assert data.name == "postgres_data"
     assert data.parent.parent == RELOCATED_ROOT
     assert data.parent.name.startswith("aim_unit-")
-    assert backend.pg_data == data  # stable between calls
+    assert layout.pg_data == data  # stable between calls
+    assert layout.redis_data.parent == layout.socket_dir.parent == data.parent
     other = tmp_path / "other"
     other.mkdir()
-    second = NativeBackend(generated_settings(other))
-    second.run_as = nobody()
-    assert second.pg_data != data  # one location per state dir
+    assert _layout(generated_settings(other), nobody()).pg_data != data  # one per state dir
 
 
-def test_native_data_stays_in_a_state_dir_the_server_can_enter(tmp_path: Path) -> None:
-    with tempfile.TemporaryDirectory(prefix="aim-unit-", dir="/tmp") as name:
-        state = Path(name)
-        state.chmod(0o755)
-        backend = NativeBackend(generated_settings(tmp_path, {"STACK_STATE_DIR": str(state)}))
-        backend.run_as = nobody()
-        assert backend.pg_data == state / "postgres_data"
-        backend.run_as = None  # not root: the server runs as this user
-        assert backend.pg_data == state / "postgres_data"
+def test_native_data_stays_in_the_state_dir_when_the_servers_run_as_this_user(
+    tmp_path: Path,
+) -> None:
+    settings = generated_settings(tmp_path)
+    layout = _layout(settings, None)
+    assert layout.pg_data == settings.state_dir / "postgres_data"
+    assert layout.home == settings.state_dir
+
+
+def test_an_older_data_dir_in_the_state_dir_is_used_where_it_is(tmp_path: Path) -> None:
+    """Until `Layout.migrate` moves it (with nothing running), data an older version kept in
+    the state dir stays in use: a server running there is never pulled from under it."""
+    settings = generated_settings(tmp_path)
+    (settings.state_dir / "postgres_data").mkdir(parents=True)
+    layout = _layout(settings, nobody())
+    assert layout.pg_data == settings.state_dir / "postgres_data"
 
 
 def test_native_states_of_a_fresh_state_dir(settings: Settings) -> None:

@@ -174,8 +174,11 @@ def test_images_and_credentials_come_from_the_env_file(
     assert services["redis"]["image"] == unit_stack.redis_image == "redis:7"
     assert services["adminer"]["image"] == unit_stack.adminer_image
     postgres_env = services["postgres"]["environment"]
-    assert postgres_env["POSTGRES_USER"] == unit_stack.postgres_user
-    assert postgres_env["POSTGRES_PASSWORD"] == unit_stack.postgres_password.reveal()
+    # The image's superuser is the stack's admin; the application's role comes as APP_*.
+    assert postgres_env["POSTGRES_USER"] == unit_stack.postgres_admin_user == "postgres"
+    assert postgres_env["POSTGRES_PASSWORD"] == unit_stack.postgres_admin_password.reveal()
+    assert postgres_env["POSTGRES_APP_USER"] == unit_stack.postgres_user
+    assert postgres_env["POSTGRES_APP_PASSWORD"] == unit_stack.postgres_password.reveal()
     assert postgres_env["POSTGRES_DB"] == unit_stack.postgres_db
     assert services["redis"]["environment"]["REDIS_PASSWORD"] == unit_stack.redis_password.reveal()
 
@@ -183,7 +186,11 @@ def test_images_and_credentials_come_from_the_env_file(
 def test_no_password_is_on_a_command_line(config: dict[str, Any], unit_stack: Settings) -> None:
     # Container command lines are visible to `ps` on the host: passwords come from the
     # containers' environment instead.
-    passwords = [unit_stack.redis_password.reveal(), unit_stack.postgres_password.reveal()]
+    passwords = [
+        unit_stack.redis_password.reveal(),
+        unit_stack.postgres_password.reveal(),
+        unit_stack.postgres_admin_password.reveal(),
+    ]
     for name, service in config["services"].items():
         visible = json.dumps(
             [service.get("command"), service.get("entrypoint"), service.get("healthcheck")]

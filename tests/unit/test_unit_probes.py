@@ -194,7 +194,7 @@ def test_probe_postgres_starting_up_is_worth_waiting_for() -> None:
     with serve_tcp(fake_postgres("pw", startup_error=starting)) as port:
         result = probe_postgres(pg_login(port, "pw"))
     assert result == ProbeResult(
-        False, "the database system is starting up (SQLSTATE 57P03)", fatal=False
+        False, "the database system is starting up (SQLSTATE 57P03)", fatal=False, sqlstate="57P03"
     )
 
 

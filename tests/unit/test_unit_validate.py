@@ -36,7 +36,7 @@ from scripts.settings import (
 from tests.unit.unit_support import inv_command_problem
 
 LIVE_AREAS = ("Services",)
-OFFLINE_AREAS = ("Tools", "Env file", "Compose file", "SQL files", "Ports", "Security")
+OFFLINE_AREAS = ("Tools", "Env file", "Compose file", "SQL files", "Ports", "Data", "Security")
 STATUSES = ("pass", "warn", "fail", "skip")
 NOT_HERE = "192.0.2.10"  # TEST-NET-1 (RFC 5737): a valid IP address no machine here has
 

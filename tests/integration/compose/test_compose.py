@@ -226,3 +226,32 @@ def _load(checkout: Checkout) -> Settings:
     from scripts.settings import load
 
     return load({"STACK_ENV_FILE": str(checkout.env_file)})
+
+
+def test_a_failed_start_removes_what_it_created(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A container-name conflict stops `docker compose up` half-way: what it had created
+    (the other service's container, the network, the volumes) goes again, and it says so."""
+    project = f"aim_conflict_{uuid.uuid4().hex[:8]}"
+    clone = _compose_clone(tmp_path_factory.mktemp("conflict"), project)
+    squatter = f"{project}_redis"
+    _docker("create", "--name", squatter, "redis:7")
+    try:
+        failed = clone.inv("init", "--yes")
+        assert failed.returncode == 1, failed.stdout + failed.stderr
+        message = failed.stderr.strip().splitlines()[-1]
+        assert "Removed what it had created" in message, message
+        label = f"label=com.docker.compose.project={project}"
+        assert _docker("ps", "--all", "--quiet", "--filter", label).split() == []
+        assert _docker("volume", "ls", "--quiet", "--filter", label).split() == []
+        assert project + "_network" not in _docker("network", "ls", "--format", "{{.Name}}")
+    finally:
+        subprocess.run(["docker", "rm", "--force", squatter], capture_output=True, check=False)
+        clone.inv("reset", "--yes", "--no-backup")
+
+
+def test_an_engine_that_does_not_answer_names_inv_setup(running: Settings, inv: Inv) -> None:
+    result = inv("status", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    assert result.returncode == 1
+    message = result.stderr.strip().splitlines()[-1]
+    assert "No Docker engine answers on unix:///nonexistent/docker.sock" in message, message
+    assert "`inv setup`" in message and "Traceback" not in result.stderr

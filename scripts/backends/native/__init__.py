@@ -1,0 +1,302 @@
+"""The native backend: PostgreSQL 15, redis-server and php -S as local processes of this project.
+
+One class per server (postgres.py, redis.py, adminer.py), the places they use (layout.py),
+and this facade, which gives them the Backend protocol. The same init scripts as the postgres
+image run once, on first initialisation, against a server only a private socket reaches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from scripts import ports, prerequisites, processes
+from scripts.backends import SERVICES, ServiceState
+from scripts.backends.native.adminer import Adminer
+from scripts.backends.native.layout import RELOCATED_ROOT, Layout, disk_usage
+from scripts.backends.native.postgres import INIT_SCRIPTS, Postgres
+from scripts.backends.native.redis import REDIS_CONF, Redis
+from scripts.console import display_path
+from scripts.errors import StackError
+from scripts.processes import RunAs
+
+if TYPE_CHECKING:
+    from scripts.settings import Settings
+
+__all__ = ["INIT_SCRIPTS", "REDIS_CONF", "RELOCATED_ROOT", "NativeBackend"]
+# pg_ctl start returns at once. A postmaster with no pid file has exited when its log says
+# so since the start; one silent this long has not started at all.
+_POSTMASTER_SILENCE = 15.0
+_POSTMASTER_ENDED = ("FATAL:", "PANIC:", "database system is shut down")
+
+
+class NativeBackend:
+    name = "native"
+    local_files = True
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.layout = Layout(
+            settings.state_dir, settings.project, settings.postgres_port, RunAs.for_server()
+        )
+        self.postgres = Postgres(settings, self.layout)
+        self.redis = Redis(settings, self.layout)
+        self.adminer = Adminer(settings, self.layout)
+        self._spawned: dict[str, subprocess.Popen[bytes]] = {}
+        self._started_at: dict[str, float] = {}
+        self._log_offset = 0  # postgres's log size when this command started it
+
+    @property
+    def pg_data(self) -> Path:
+        return self.layout.pg_data
+
+    def where(self) -> str:
+        where = f"state dir {display_path(self.settings.state_dir)}"
+        if self.layout.home != self.settings.state_dir:
+            where += f", data in {self.layout.home}"
+        return where
+
+    def log_file(self, service: str) -> Path:
+        return self.layout.log(service)
+
+    def _server(self, service: str) -> Postgres | Redis | Adminer:
+        servers: dict[str, Postgres | Redis | Adminer] = {
+            "postgres": self.postgres,
+            "redis": self.redis,
+            "adminer": self.adminer,
+        }
+        return servers[service]
+
+    def _pid(self, service: str) -> int | None:
+        return self._server(service).pid()
+
+    # --- state ------------------------------------------------------------------------------
+
+    def states(self, *, sizes: bool = True) -> dict[str, ServiceState]:
+        result = {}
+        for service in SERVICES:
+            pid = self._pid(service)
+            data = {"postgres": self.layout.pg_data, "redis": self.layout.redis_data}.get(service)
+            size = disk_usage(data) if sizes and data is not None and data.exists() else None
+            if pid is not None:
+                state = ServiceState(service, True, "running", f"pid {pid}", size)
+            elif service == "postgres" and not self.postgres.initialised():
+                state = ServiceState(service, False, "not created", "", size)
+            else:
+                state = ServiceState(service, False, "stopped", "", size)
+            result[service] = state
+        return result
+
+    def has_database(self) -> bool:
+        return self.postgres.initialised()
+
+    # --- start and stop ---------------------------------------------------------------------
+
+    def start(self, services: Sequence[str]) -> list[str]:
+        wanted = [s for s in SERVICES if s in services and self._pid(s) is None]
+        if not wanted:
+            return []
+        self._check_tools(wanted)
+        ports.ensure_free(self.settings, wanted)
+        if self._pid("postgres") is None and self._pid("redis") is None:
+            for moved in self.layout.migrate():
+                from scripts.console import say
+
+                say("info", f"Moved {moved}: the servers' account could not reach it.")
+        self.layout.finish_deletions()
+        self.layout.prepare()
+        started: list[str] = []
+        try:
+            for service in wanted:
+                self._started_at[service] = time.monotonic()
+                if service == "postgres":
+                    self._log_offset = self.postgres.start()
+                    self._started_at[service] = time.monotonic()  # after any first start
+                elif service == "redis":
+                    self._spawned[service] = self.redis.start()
+                else:
+                    self._spawned[service] = self.adminer.start()
+                started.append(service)
+        except BaseException:
+            self.stop(started)
+            raise
+        return started
+
+    def _check_tools(self, services: Sequence[str]) -> None:
+        """Only that the programs exist: cheap enough for every start (versions are checked
+        by `inv setup` and `inv validate`)."""
+        import shutil
+
+        needed = {
+            "postgres": [("PostgreSQL 15 server", prerequisites.postgres_bindir() is not None)],
+            "redis": [("redis-server", shutil.which("redis-server") is not None)],
+            "adminer": [
+                ("php", shutil.which("php") is not None),
+                ("adminer.php", prerequisites.adminer_php().is_file()),
+            ],
+        }
+        missing = [name for s in services for name, found in needed[s] if not found]
+        if missing:
+            raise StackError(
+                f"Missing for the native backend: {', '.join(missing)}. Run `inv setup` first."
+            )
+
+    def exit_reason(self, service: str) -> str | None:
+        if service == "postgres":
+            if "postgres" not in self._started_at or self._pid("postgres") is not None:
+                return None
+            since = time.monotonic() - self._started_at["postgres"]
+            news = ""
+            with contextlib.suppress(OSError), self.log_file("postgres").open("rb") as log:
+                log.seek(self._log_offset)
+                news = log.read().decode("utf-8", "replace")
+            ended = any(sign in news for sign in _POSTMASTER_ENDED)
+            if not ended and since < _POSTMASTER_SILENCE:
+                return None
+        else:
+            proc = self._spawned.get(service)
+            if proc is None or proc.poll() is None:
+                return None
+        last = processes.tail(self.log_file(service), 3)
+        detail = last[-1] if last else "it stopped"
+        return f"{service} exited: {detail} (see {display_path(self.log_file(service))})"
+
+    def stop(self, services: Sequence[str] = SERVICES) -> list[str]:
+        stopped = []
+        for service in reversed(SERVICES):  # adminer, redis, then postgres
+            if service in services and self._server(service).stop():
+                stopped.append(service)
+        return stopped
+
+    def clean(self) -> list[str]:
+        self.stop()
+        removed = []
+        candidates = [
+            self.layout.logs,
+            self.layout.run,
+            self.layout.adminer,
+            self.postgres.initialising,
+            self.settings.state_dir / "redis.conf",  # written by older versions
+        ]
+        pid_file = self.layout.pg_data / "postmaster.pid"
+        if pid_file.exists():
+            candidates.append(pid_file)
+        candidates.append(self.layout.socket_dir)
+        for path in candidates:
+            if path.is_dir() and not path.is_symlink():
+                import shutil
+
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+            else:
+                continue
+            removed.append(display_path(path))
+        return removed
+
+    def destroy(self) -> list[str]:
+        self.stop()
+        removed = self.layout.destroy_data()
+        return removed + self.clean()
+
+    # --- passwords, ownership ------------------------------------------------------------------
+
+    def apply_password(self, service: str) -> str:
+        """Make a running service take the password in the env file; say how it was done.
+
+        PostgreSQL keeps the password it was first given in its data: it is changed over the
+        private socket, where the server knows this account without a password. Redis reads
+        it at every start: a restart does."""
+        if service == "redis":
+            self.redis.stop()
+            self._spawned["redis"] = self.redis.start()
+            return "restarted"
+        return self.postgres.apply_passwords()
+
+    def ownership_problem(self) -> str | None:
+        return None  # the state dir is this checkout's own
+
+    def check_owner(self) -> None:
+        return None
+
+    # --- clients ----------------------------------------------------------------------------
+
+    def logs(self, services: Sequence[str], follow: bool, tail: int) -> None:
+        width = max(len(s) for s in services)
+        files = {s: self.log_file(s) for s in services}
+        offsets: dict[str, int] = {}
+        for service, path in files.items():
+            for line in processes.tail(path, tail) if tail else []:
+                print(f"{service:<{width}} | {line}")
+            offsets[service] = path.stat().st_size if path.exists() else 0
+        if not follow:
+            return
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                for service, path in files.items():
+                    offsets[service] = _print_new(service, width, path, offsets[service])
+                time.sleep(0.2)
+
+    def pg_command(
+        self, tool: str, args: Sequence[str], login: tuple[str, str] | None = None
+    ) -> tuple[list[str], dict[str, str]]:
+        return self.postgres.pg_command(tool, args, login)
+
+    @contextlib.contextmanager
+    def pg_input(self, local: Path) -> Iterator[str]:
+        yield str(local)  # the tools run on this machine
+
+    @contextlib.contextmanager
+    def pg_output_dir(self, local: Path) -> Iterator[str]:
+        yield str(local)
+
+    def copy_service_file(self, service: str, relative: str, target: Path) -> None:
+        import shutil
+
+        data = {"postgres": self.layout.pg_data, "redis": self.layout.redis_data}[service]
+        shutil.copyfile(data / relative, target)
+
+    def psql(self, sql: str | None, extra: Sequence[str] = ()) -> int:
+        args = ["-d", self.settings.postgres_db, *extra]
+        if sql is not None:
+            args += ["-v", "ON_ERROR_STOP=1", "-c", sql]
+        return _run_interactive(*self.pg_command("psql", args))
+
+    def redis_cli(self, args: Sequence[str]) -> int:
+        return _run_interactive(*self.redis.cli(args))
+
+
+def _run_interactive(argv: list[str], env: dict[str, str]) -> int:
+    """Run a client in this terminal; Ctrl-C belongs to it, not to us."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return subprocess.run(argv, env=env, check=False).returncode
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _print_new(service: str, width: int, path: Path, offset: int) -> int:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return 0
+    if size < offset:
+        offset = 0  # truncated or replaced
+    if size == offset:
+        return offset
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        chunk = handle.read()
+    complete, _, _ = chunk.rpartition(b"\n")
+    if not complete:
+        return offset
+    for line in complete.decode("utf-8", "replace").split("\n"):
+        print(f"{service:<{width}} | {line}")
+    sys.stdout.flush()
+    return offset + len(complete) + 1
