@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -80,15 +81,18 @@ def _isolated_stacks(
             work = Path(session.create_tmp()) / f"stack-{backend}"
             env_file = work / "stack.env"
             env = {"STACK_ENV_FILE": str(env_file), "PYTHONDONTWRITEBYTECODE": "1"}
+            if backend == "compose" and engine is None:
+                engine = _docker_for_tests(session)
             if env_file.exists():  # left behind by an interrupted run: take that stack down first
                 session.run("inv", "reset", "--yes", "--no-backup", env=env, success_codes=[0, 1])
                 env_file.unlink()
             postgres_port, redis_port, adminer_port = free_ports(3)
-            # `inv init` writes these into the new env file, with generated passwords.
+            # `inv init` writes these into the new env file, with generated passwords. The
+            # project name is this run's own: two runs on one engine never meet.
             init_env = {
                 **env,
                 "STACK_BACKEND": backend,
-                "COMPOSE_PROJECT_NAME": f"{project_prefix}_{backend}",
+                "COMPOSE_PROJECT_NAME": f"{project_prefix}_{backend}_{secrets.token_hex(4)}",
                 "STACK_STATE_DIR": str(work / "state"),
                 "BACKUP_DIR": str(work / "backups"),
                 "POSTGRES_PORT": str(postgres_port),
@@ -96,8 +100,6 @@ def _isolated_stacks(
                 "ADMINER_PORT": str(adminer_port),
                 "STACK_READY_TIMEOUT": "120",
             }
-            if backend == "compose" and engine is None:
-                engine = _docker_for_tests(session)
             envs[backend] = env
             session.run(*init, env=init_env)
         yield envs
@@ -107,9 +109,21 @@ def _isolated_stacks(
                 session.run("inv", "reset", "--yes", "--no-backup", env=env)
         finally:
             if engine is not None:
-                from scripts.docker_engine import stop_engine
+                _stop_engine_unless_used(session, engine)
 
-                stop_engine(engine)  # only when this session started it
+
+def _stop_engine_unless_used(session: nox.Session, engine: EngineReport) -> None:
+    """Stop an engine this session started, unless containers of others now live on it."""
+    _project_importable()
+    from scripts.docker_engine import containers_on_engine, stop_engine
+
+    if not engine.started:
+        return
+    others = containers_on_engine()
+    if others:
+        session.log(f"Leaving the Docker engine running: it holds {', '.join(others)}.")
+        return
+    stop_engine(engine)
 
 
 def _backend_option(session: nox.Session) -> tuple[str, list[str]]:
