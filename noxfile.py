@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import nox
 
 if TYPE_CHECKING:
-    from scripts.docker_engine import EngineReport
+    from scripts.infra.docker import EngineReport
 
 ROOT = Path(__file__).parent
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
@@ -28,7 +28,8 @@ nox.options.reuse_venv = "yes"
 
 
 def _project_importable() -> None:
-    """Let this file import the project's own packages (scripts, tests), which sit beside it."""
+    """Let this file import the project's own packages (scripts, tests), which sit beside it:
+    nox puts no directory on sys.path for a noxfile."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
 
@@ -40,10 +41,11 @@ def install_group(session: nox.Session, *groups: str, runtime: bool = True) -> N
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Ruff lint and format check."""
+    """Ruff lint and format check; import-linter's layer contracts."""
     install_group(session, "lint", runtime=False)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("lint-imports")  # the layers of scripts/, as pyproject.toml's contracts say
 
 
 @nox.session
@@ -71,7 +73,7 @@ def _isolated_stacks(
     engine the session started is stopped again.
     """
     _project_importable()
-    from scripts.ports import free_ports
+    from tests.support.net import free_ports
 
     init = ["inv", "init"] + (["--yes"] if os.environ.get("CI") else [])
     envs: dict[str, dict[str, str]] = {}
@@ -115,7 +117,7 @@ def _isolated_stacks(
 def _stop_engine_unless_used(session: nox.Session, engine: EngineReport) -> None:
     """Stop an engine this session started, unless containers of others now live on it."""
     _project_importable()
-    from scripts.docker_engine import containers_on_engine, stop_engine
+    from tests.support.engine import containers_on_engine, stop_engine
 
     if not engine.started:
         return
@@ -160,8 +162,8 @@ def e2e(session: nox.Session) -> None:
     session.env["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"  # Debian's Chromium, never a download
     install_group(session, "e2e")
     _project_importable()
-    from scripts.browser import ensure_chromium
     from scripts.errors import StackError
+    from tests.support.chromium import ensure_chromium
 
     try:
         session.log(f"Chromium: {ensure_chromium()}")
@@ -177,8 +179,8 @@ def e2e(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmark against the raw tools: -- [--backend B] [--sizes S] [--runs N] [--quick]."""
     _project_importable()
-    from scripts.docker_engine import engine_version
     from scripts.errors import StackError
+    from scripts.infra.docker import engine_version
     from tests.bench.options import UsageError, parse
 
     try:
@@ -212,18 +214,19 @@ def _docker_for_tests(session: nox.Session) -> EngineReport:
     Where no registry answers (CI), the images are local stand-ins (tests/standins).
     """
     _project_importable()
-    from scripts import docker_engine
     from scripts.errors import StackError
+    from scripts.infra import compose_plugin, docker
+    from tests.support.engine import stop_engine
 
     try:
-        report = docker_engine.ensure_engine(yes=bool(os.environ.get("CI")))
-        session.log(docker_engine.describe(report))
-        session.log(f"Docker Compose {docker_engine.ensure_compose(sys.executable)}")
+        report = docker.ensure_engine(yes=bool(os.environ.get("CI")))
+        session.log(docker.describe(report))
+        session.log(f"Docker Compose {compose_plugin.ensure_compose(sys.executable)}")
     except StackError as exc:
         session.error(f"{exc} (or run `STACK_BACKEND=compose inv setup --yes` first)")
     try:
         session.run("python", "-m", "tests.standins.build")
     except BaseException:
-        docker_engine.stop_engine(report)
+        stop_engine(report)
         raise
     return report

@@ -21,6 +21,7 @@ from scripts.errors import StackError
 from scripts.files import write_atomic
 
 BOM = "\ufeff"
+PLACEHOLDER_PASSWORD = "change-me"  # noqa: S105 - .env.example's passwords, that init replaces
 _INTERPOLATION = re.compile(
     r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?-)?(?P<default>[^}]*)\}"
     r"|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))"

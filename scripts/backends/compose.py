@@ -10,17 +10,16 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scripts import ports
-from scripts.backends import CORE, SERVICES, ServiceState
+from scripts.backends.base import CORE, SERVICES, ServiceState
 from scripts.console import display_path
 from scripts.errors import StackError
+from scripts.infra import net, run
 
 if TYPE_CHECKING:
     from scripts.settings import Settings
@@ -68,31 +67,29 @@ class ComposeBackend:
     def container(self, service: str) -> str:
         return f"{self.settings.project}_{CONTAINER_SUFFIX[service]}"
 
-    def _docker(self, argv: list[str], *, capture: bool = True) -> subprocess.CompletedProcess[str]:
-        try:
-            return subprocess.run(
-                argv,
-                env=self.settings.subprocess_env(),
-                capture_output=capture,
-                text=True,
-                check=False,
-            )
-        except FileNotFoundError:
-            raise StackError(_NO_DOCKER) from None
+    def _docker(
+        self, argv: list[str], *, capture: bool = True, input_text: str | None = None
+    ) -> run.Result:
+        result = run.run(
+            argv, env=self.settings.subprocess_env(), capture=capture, input_text=input_text
+        )
+        if result.returncode == run.NOT_FOUND:
+            raise StackError(_NO_DOCKER)
+        return result
 
     def _run(
-        self, *args: str, capture: bool = True, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
+        self, *args: str, capture: bool = True, check: bool = True, input_text: str | None = None
+    ) -> run.Result:
         """`docker compose ARGS` for this stack; a failure is a StackError unless not `check`."""
-        result = self._docker(compose_argv(self.settings, *args), capture=capture)
-        if check and result.returncode != 0:
-            output = result.stderr or result.stdout or ""
-            if _engine_down(output):
-                raise StackError(_engine_failure(output))
-            detail = output.strip().splitlines()
+        result = self._docker(
+            compose_argv(self.settings, *args), capture=capture, input_text=input_text
+        )
+        if check and not result.ok:
+            if _engine_down(result.stderr + result.stdout):
+                raise StackError(_engine_failure(result.stderr))
             raise StackError(
                 f"`docker compose {' '.join(args)}` failed: "
-                f"{detail[-1] if detail else f'exit code {result.returncode}'}."
+                f"{result.last_line(f'exit code {result.returncode}')}."
             )
         return result
 
@@ -173,7 +170,7 @@ class ComposeBackend:
         running = self._running()
         wanted = [s for s in SERVICES if s in services and s not in running]
         if wanted:
-            ports.ensure_free(self.settings, wanted)
+            net.ensure_free(self.settings, wanted)
             before = self._made()
             try:
                 self._claim()
@@ -300,15 +297,9 @@ class ComposeBackend:
         env = self.settings.subprocess_env()
         lock = threading.Lock()
         for service in services:
-            try:
-                proc = subprocess.Popen(
-                    compose_argv(self.settings, *args, service),
-                    env=env,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                )
-            except FileNotFoundError:
-                raise StackError(_NO_DOCKER) from None
+            proc = run.start(
+                compose_argv(self.settings, *args, service), env=env, stderr=run.STDOUT
+            )
             thread = threading.Thread(target=_prefix_lines, args=(proc, service, width, lock))
             thread.start()
             readers.append((proc, thread))
@@ -376,22 +367,16 @@ class ComposeBackend:
         if service == "redis":
             self._run("up", "--detach", "--force-recreate", "redis")
             return "container recreated"
-        from scripts import roles
+        from scripts.infra.database import password_sql
 
         detail = ""
         for user in (s.postgres_admin_user, s.postgres_user):
             argv = ["exec", "-T", "postgres", "psql", "-U", user, "-d", "postgres"]
-            result = subprocess.run(
-                compose_argv(s, *argv, "-v", "ON_ERROR_STOP=1", "--no-psqlrc", "-q"),
-                input=roles.password_sql(s),
-                env=s.subprocess_env(),
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if result.returncode == 0:
+            argv += ["-v", "ON_ERROR_STOP=1", "--no-psqlrc", "-q"]
+            result = self._run(*argv, check=False, input_text=password_sql(s))
+            if result.ok:
                 return "with psql inside its container"
-            detail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            detail = result.last_line()
         raise StackError(
             f"PostgreSQL refuses the passwords in {display_path(s.env_file)}, and applying them "
             f"inside container {self.container('postgres')} failed ({detail}): put the old "
@@ -426,9 +411,7 @@ def _engine_failure(stderr: str) -> str:
     )
 
 
-def _prefix_lines(
-    proc: subprocess.Popen[bytes], service: str, width: int, lock: threading.Lock
-) -> None:
+def _prefix_lines(proc: run.Process, service: str, width: int, lock: threading.Lock) -> None:
     assert proc.stdout is not None
     for raw in proc.stdout:
         line = raw.decode("utf-8", "replace").rstrip("\n")

@@ -13,8 +13,7 @@ import tempfile
 from pathlib import Path
 
 from scripts.backends.native import INIT_SCRIPTS, REDIS_CONF, RELOCATED_ROOT, NativeBackend
-from scripts.ports import free_ports
-from scripts.processes import RunAs
+from scripts.infra.procs import RunAs
 from tests.bench.stacks import (
     BenchStack,
     PgClient,
@@ -24,6 +23,7 @@ from tests.bench.stacks import (
     wait_ready,
 )
 from tests.bench.timing import ROOT, BenchError, run, run_pipe
+from tests.support.net import free_ports
 
 _ROOT_DIR = Path("/")
 
@@ -64,17 +64,27 @@ def _pg_options(port: int, listen: str) -> str:
     return f"-p {port} -c listen_addresses={listen} -c unix_socket_directories=''"
 
 
-def _spawn_redis(conf: Path, log: Path) -> subprocess.Popen[bytes]:
+def _spawn_redis(config: str, log: Path, run_as: RunAs | None) -> subprocess.Popen[bytes]:
+    """`redis-server -` with the configuration on stdin, as the stack starts it (its data dir
+    is the server account's alone, so the server runs as that account too)."""
     redis_server = shutil.which("redis-server") or "redis-server"
     with log.open("ab") as out:
-        return subprocess.Popen(
-            [redis_server, str(conf)],
-            stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(
+            [redis_server, "-"],
+            stdin=subprocess.PIPE,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
             cwd=_ROOT_DIR,
+            umask=0o077,
+            user=None if run_as is None else run_as.uid,
+            group=None if run_as is None else run_as.gid,
+            extra_groups=None if run_as is None else [],
         )
+    assert proc.stdin is not None
+    proc.stdin.write(config.encode())
+    proc.stdin.close()
+    return proc
 
 
 def _reap(proc: subprocess.Popen[bytes] | None, timeout: float = 30) -> None:
@@ -102,23 +112,22 @@ class RawNativeServers:
         return NativeBackend(self.stack.settings).pg_data
 
     @property
-    def redis_conf(self) -> Path:
-        conf = self.stack.settings.state_dir / "redis.conf"
-        if not conf.is_file():
-            raise BenchError(f"{conf} is missing: `inv up-core` writes it at every start.")
-        return conf
+    def redis_config(self) -> str:
+        """The stack's own Redis configuration (it is never written to a file)."""
+        return NativeBackend(self.stack.settings).redis.config()
 
     def pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         argv = [str(self.bindir / "pg_ctl"), "-D", str(self.pg_data), *args]
         return run(argv, run_as=self.run_as, cwd=_ROOT_DIR, check=check)
 
     def start(self) -> None:
-        """`pg_ctl -w start` + `redis-server CONF`, then poll psql and redis-cli until ready."""
+        """`pg_ctl -w start` + `redis-server -` (config on stdin), then poll psql and redis-cli
+        until ready."""
         s = self.stack.settings
         options = _pg_options(s.postgres_port, s.bind_address)
         log = str(self.logs / "postgres.log")
         self.pg_ctl("-w", "-t", "120", "-l", log, "-o", options, "start")
-        self.redis_proc = _spawn_redis(self.redis_conf, self.logs / "redis.log")
+        self.redis_proc = _spawn_redis(self.redis_config, self.logs / "redis.log", self.run_as)
         wait_ready(self.stack.pg, self.stack.redis)
 
     def stop(self) -> None:
@@ -190,28 +199,23 @@ class ThrowawayStack:
         run(pg.argv("createdb", s.postgres_db), env=pg.env())
         for script in sorted((ROOT / INIT_SCRIPTS).glob("*.sql")):
             run(pg.psql_argv("-f", str(script)), env=pg.env())
-        redis_dir = work / "redis"
-        redis_dir.mkdir()
-        conf = work / "redis.conf"
-        conf.write_text(
-            "\n".join(
-                [
-                    f'include "{ROOT / REDIS_CONF}"',
-                    f"bind {s.bind_address}",
-                    f"port {redis_port}",
-                    f'dir "{redis_dir}"',
-                    'logfile ""',
-                    "daemonize no",
-                    f'requirepass "{s.redis_password.reveal()}"',
-                ]
-            )
-            + "\n"
+        redis_dir = owned_dir(work / "redis", self.run_as)
+        config = "\n".join(
+            [
+                (ROOT / REDIS_CONF).read_text(encoding="utf-8"),
+                f"bind {s.bind_address}",
+                f"port {redis_port}",
+                f'dir "{redis_dir}"',
+                'logfile ""',
+                "daemonize no",
+                f'requirepass "{s.redis_password.reveal()}"',
+                "",
+            ]
         )
-        conf.chmod(0o600)
         self.redis = redis = RedisClient(
             redis_cli_path(), s.connect_host, redis_port, s.redis_password.reveal()
         )
-        self.redis_proc = _spawn_redis(conf, work / "redis.log")
+        self.redis_proc = _spawn_redis(config, work / "redis.log", self.run_as)
         wait_ready(pg, redis)
 
     def destroy(self) -> None:

@@ -83,7 +83,8 @@ def versions(with_docker: bool) -> dict[str, str]:
         "redis_host": tool_version(["redis-server", "--version"]).split(" sha=")[0],
     }
     if with_docker:
-        from scripts.docker_engine import compose_version, engine_version
+        from scripts.infra.compose_plugin import compose_version
+        from scripts.infra.docker import engine_version
 
         found["docker_engine"] = engine_version() or "not answering"
         found["docker_compose"] = compose_version() or "missing"

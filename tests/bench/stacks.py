@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scripts import prerequisites
 from scripts.backends.compose import COMPOSE_FILE
+from scripts.infra import prerequisites
 from scripts.settings import DEFAULTS, Settings, load
 from tests.bench.timing import PYTHON, ROOT, BenchError, python_env, run
 

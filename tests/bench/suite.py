@@ -9,7 +9,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from scripts.backups import FORMATS, manifest_path
+from scripts.ops.backup_files import FORMATS, manifest_path
 from tests.bench import baselines
 from tests.bench.baselines import RawNativeServers, ThrowawayStack
 from tests.bench.figures import Figure, Result, Side, Target, measure_figure
@@ -142,7 +142,7 @@ class Suite:
                 "pg_ctl stop -m fast + redis-cli SHUTDOWN", raw.stop, before=lambda: stack.inv(*up)
             )
             start_baseline = Side(
-                "pg_ctl -w start + redis-server CONF + poll psql / redis-cli",
+                "pg_ctl -w start + redis-server - (config on stdin) + poll psql / redis-cli",
                 raw.start,
                 before=lambda: stack.inv("down"),
                 after=raw.stop_quietly,

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from scripts.processes import RunAs
+from scripts.infra.procs import RunAs
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTED = time.monotonic()

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from scripts import browser as browser_module
 from scripts import settings as settings_module
 from scripts.backends import get_backend
+from scripts.ops import browser as browser_module
 from scripts.settings import Settings
 from tests.integration.helpers import ROOT
 

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 from playwright.sync_api import expect
 
-from scripts import browser
 from scripts.backends import get_backend
+from scripts.ops import browser
 from scripts.settings import Settings
 from tests.integration.helpers import run_inv
 

@@ -19,9 +19,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from scripts.backends import CORE, get_backend
+from scripts.backends import get_backend
+from scripts.backends.base import CORE
+from scripts.ops.stack import health
 from scripts.settings import Settings
-from scripts.stack import health
 
 ROOT = Path(__file__).resolve().parents[2]
 Inv = Callable[..., subprocess.CompletedProcess[str]]
@@ -74,17 +75,10 @@ def kill_service(stack: Settings, service: str) -> None:
 
 
 def listening_addresses(port: int) -> set[str]:
-    """Every local address with a listening TCP socket on `port`, from /proc/net/tcp{,6}."""
-    found = set()
-    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            address, port_hex = fields[1].rsplit(":", 1)
-            if fields[3] == "0A" and int(port_hex, 16) == port:
-                raw = bytes.fromhex(address)
-                words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-                found.add(socket.inet_ntop(family, words))
-    return found
+    """Every local address with a listening TCP socket on `port`."""
+    from scripts.infra.net import listening_on
+
+    return listening_on(port)
 
 
 def table_counts(conn: psycopg.Connection[tuple[Any, ...]]) -> dict[str, int]:
@@ -192,7 +186,8 @@ class OtherPostgres:
 def other_postgres(port: int, user: str, password: str, database: str) -> Iterator[OtherPostgres]:
     """Another project's PostgreSQL 15 on 127.0.0.1:`port`, with `database` holding a few
     tables of rows, started with pg_ctl (as the postgres account when we are root)."""
-    from scripts import prerequisites, processes
+    from scripts.infra import prerequisites, procs
+    from scripts.infra import run as runner
 
     bindir = prerequisites.postgres_bindir()
     assert bindir is not None, "PostgreSQL 15 binaries are missing: run `inv setup`"
@@ -205,8 +200,9 @@ def other_postgres(port: int, user: str, password: str, database: str) -> Iterat
                 "there, as on a machine where one runs already; stop what listens on it.",
                 pytrace=False,
             )
-    run_as = processes.RunAs.for_server()
-    parent = Path(tempfile.mkdtemp(prefix="aim-other-pg-"))
+    run_as = procs.RunAs.for_server()
+    # In /tmp, not TMPDIR: nox points that into the checkout, which may sit in a private dir.
+    parent = Path(tempfile.mkdtemp(prefix="aim-other-pg-", dir="/tmp"))
     if run_as is not None:
         run_as.chown(parent)
     data = parent / "data"
@@ -216,7 +212,7 @@ def other_postgres(port: int, user: str, password: str, database: str) -> Iterat
         run_as.chown(pwfile)
 
     def run(*argv: str) -> None:
-        result = processes.run(list(argv), run_as=run_as)
+        result = runner.run(list(argv), run_as=run_as)
         assert result.returncode == 0, result.stdout + result.stderr
 
     try:
@@ -237,7 +233,7 @@ def other_postgres(port: int, user: str, password: str, database: str) -> Iterat
             conn.execute("INSERT INTO precious VALUES ('another project''s data')")
         yield other
     finally:
-        processes.run([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+        runner.run([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
                       run_as=run_as)  # fmt: skip
         shutil.rmtree(parent, ignore_errors=True)
 

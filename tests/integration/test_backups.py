@@ -28,12 +28,12 @@ import redis
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from scripts import probes
 from scripts.backends import get_backend
-from scripts.ports import free_ports
-from scripts.roles import login as pg_login
+from scripts.infra import probes
+from scripts.infra.probes import pg_login
 from scripts.settings import Settings
 from tests.integration.helpers import ROOT, Inv, connect, ensure_up, run_inv
+from tests.support.net import free_ports
 
 TABLES = ("users", "ai_agents", "reviews", "transactions")
 PREFIX = "bk_"  # every row these tests add belongs to a user whose username starts with it

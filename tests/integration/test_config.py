@@ -21,8 +21,8 @@ import pytest
 import redis
 
 from scripts import envfile
-from scripts.ports import free_ports
-from scripts.settings import PLACEHOLDER_PASSWORD, Settings
+from scripts.envfile import PLACEHOLDER_PASSWORD
+from scripts.settings import Settings
 from tests.integration.helpers import (
     Checkout,
     Inv,
@@ -31,6 +31,7 @@ from tests.integration.helpers import (
     fingerprint,
     other_postgres,
 )
+from tests.support.net import free_ports
 
 CHANGING_TASKS = (
     ("up-core",),

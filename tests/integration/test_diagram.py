@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts import diagram, migrations
+from scripts.ops import diagram, migrations
 from scripts.settings import Settings
 from tests.integration.helpers import Inv, connect
 

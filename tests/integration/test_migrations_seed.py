@@ -1,4 +1,4 @@
-"""Behaviour of scripts.migrations (inv db.migrate) and scripts.seed (inv db.seed [--scale N]).
+"""Behaviour of scripts.ops.migrations (inv db.migrate) and scripts.ops.seed (inv db.seed).
 
 Every test works in a scratch database of the test stack, created and dropped here (empty, or
 initialised with docker/init-scripts like a fresh stack), so the stack's own database is
@@ -22,8 +22,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from scripts import migrations, seed
 from scripts.errors import StackError
+from scripts.ops import migrations, seed
 from scripts.settings import ROOT, Secret, Settings
 
 Conn = psycopg.Connection[Any]

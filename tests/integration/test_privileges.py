@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from scripts import migrations, seed
+from scripts.ops import migrations, seed
 from scripts.settings import Settings
 from tests.integration.helpers import ensure_up
 

@@ -23,11 +23,11 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from scripts import crashpoints
+from scripts.infra import crashpoints
 from scripts.settings import Settings
 from tests.integration.helpers import ROOT, Inv, ensure_up, fingerprint
 
-# Every named point of scripts/restore.py and scripts/swap.py, in the order they are reached.
+# Every named point of scripts/ops/restore.py and scripts/ops/swap.py, in the order reached.
 CRASH_POINTS = (
     "restore.scratch.created",
     "restore.loaded",
@@ -362,9 +362,14 @@ def _loading(pid: int) -> list[int]:
 
     try:
         children = psutil.Process(pid).children(recursive=True)
-        return [c.pid for c in children if {"pg_restore", "--dbname"} <= set(c.cmdline())]
+        return [c.pid for c in children if _loads(c.cmdline())]
     except psutil.NoSuchProcess:
         return []
+
+
+def _loads(argv: list[str]) -> bool:
+    words = {Path(word).name for word in argv}
+    return "pg_restore" in words and "--dbname" in words
 
 
 def _alive(pid: int) -> bool:

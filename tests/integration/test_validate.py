@@ -11,8 +11,8 @@ from typing import Any
 import redis
 
 from scripts.backends import get_backend
+from scripts.ops.validate import AREAS
 from scripts.settings import Settings
-from scripts.validate_setup import AREAS
 from tests.integration.helpers import Inv, core_healthy, listening_addresses
 
 EVERY_INTERFACE = "0.0.0.0"  # noqa: S104 - what the test starts the servers on, on purpose

@@ -81,7 +81,7 @@ def _docker(*args: str, check: bool = True, timeout: float | None = None) -> str
         )
     except FileNotFoundError:
         raise BuildError(
-            "The docker CLI is not on PATH: install it (scripts.docker_engine.ensure_engine)."
+            "The docker CLI is not on PATH: install it (scripts.infra.docker.ensure_engine)."
         ) from None
     if check and result.returncode != 0:
         detail = (result.stderr or result.stdout).strip().splitlines()
@@ -131,7 +131,7 @@ def _engine_check() -> None:
     if result.returncode != 0 or not result.stdout.strip():
         raise BuildError(
             "No Docker engine answers: start one first "
-            "(python -c 'from scripts.docker_engine import ensure_engine; "
+            "(python -c 'from scripts.infra.docker import ensure_engine; "
             "ensure_engine(yes=True)')."
         )
 

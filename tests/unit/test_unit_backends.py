@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from scripts.backends import (
+from scripts.backends import get_backend
+from scripts.backends.base import (
     SERVICES,
     ServiceState,
     check_services,
-    get_backend,
     resolve_backend_name,
 )
 from scripts.backends.compose import (
@@ -30,10 +30,11 @@ from scripts.backends.compose import (
 )
 from scripts.backends.native import RELOCATED_ROOT, NativeBackend
 from scripts.backends.native.layout import Layout
-from scripts.docker_engine import compose_version, engine_version
 from scripts.errors import StackError
-from scripts.ports import ensure_free
-from scripts.processes import RunAs, alive
+from scripts.infra.compose_plugin import compose_version
+from scripts.infra.docker import engine_version
+from scripts.infra.net import ensure_free
+from scripts.infra.procs import RunAs, alive
 from scripts.settings import ROOT, Settings
 from tests.unit.unit_support import (
     generated_settings,

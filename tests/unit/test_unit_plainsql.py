@@ -1,10 +1,10 @@
-"""scripts/plainsql.py: pg_dump's plain SQL scanned as a stream, in chunks of any size."""
+"""scripts/infra/plainsql.py: pg_dump's plain SQL scanned as a stream, in chunks of any size."""
 
 from __future__ import annotations
 
 import pytest
 
-from scripts.plainsql import Scan
+from scripts.infra.plainsql import Scan
 
 DUMP = b"""\
 --

@@ -1,15 +1,16 @@
-"""scripts/ports.py: whether a port is free and who listens on it, with real sockets."""
+"""scripts/infra/net.py: whether a port is free and who listens on it, with real sockets."""
 
 from __future__ import annotations
 
 import os
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 
+import psutil
 import pytest
 
-from scripts.ports import Listener, _decode_address, is_free, listeners, listening_addresses
+from scripts.infra.net import Listener, is_free, listeners, listening_on
+from tests.support.net import listening_addresses
 
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - bound for a moment by is_free, never listening
 
@@ -36,7 +37,7 @@ def test_is_free_is_false_while_something_listens_and_true_after(
 def test_listeners_names_this_process(listening: socket.socket) -> None:
     port = int(listening.getsockname()[1])
     found = listeners(port)
-    name = Path("/proc/self/comm").read_text().strip()
+    name = psutil.Process().name()
     assert Listener(os.getpid(), name) in found
     mine = next(listener for listener in found if listener.pid == os.getpid())
     assert mine.describe() == f"{name} (pid {os.getpid()})"
@@ -69,8 +70,13 @@ def test_listening_addresses_of_a_missing_process_is_empty() -> None:
     assert listening_addresses(2**22 + 1) == []  # above Linux's pid_max
 
 
-def test_decode_address_reads_procs_host_order() -> None:
-    # As /proc/net/tcp and tcp6 print them on little-endian machines.
-    assert _decode_address("0100007F", socket.AF_INET) == "127.0.0.1"
-    assert _decode_address("00000000", socket.AF_INET) == ALL_INTERFACES
-    assert _decode_address("00000000000000000000000001000000", socket.AF_INET6) == "::1"
+def test_listening_on_names_each_address_ipv4_and_ipv6() -> None:
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as six:
+        six.bind(("::1", 0))
+        six.listen()
+        port = int(six.getsockname()[1])
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as four:
+            four.bind(("127.0.0.1", port))
+            four.listen()
+            assert listening_on(port) == {"::1", "127.0.0.1"}
+    assert listening_on(port) == set()

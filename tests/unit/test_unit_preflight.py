@@ -1,4 +1,4 @@
-"""scripts/preflight.py and scripts/appenv.py: what a task checks first, and `inv env`."""
+"""scripts/ops/preflight.py and scripts/ops/appenv.py: what a task checks first, and `inv env`."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from scripts import appenv, envfile, preflight
+from scripts import envfile
 from scripts.errors import StackError
+from scripts.ops import appenv, preflight
 from scripts.settings import load
 from tests.unit.unit_support import write_env
 

@@ -1,4 +1,5 @@
-"""scripts/probes.py: SCRAM, the PostgreSQL, Redis and HTTP probes, and wait_until_ready.
+"""scripts/infra/probes.py and scripts/infra/scram.py: SCRAM, the PostgreSQL, Redis and HTTP
+probes, and wait_until_ready.
 
 The servers here are fakes in a thread on 127.0.0.1 (unit tests run no services). Each one
 checks what the probe sends, so a probe that sent the wrong password or a malformed message
@@ -16,7 +17,7 @@ from collections.abc import Callable
 
 import pytest
 
-from scripts.probes import (
+from scripts.infra.probes import (
     AuthenticityError,
     PgLogin,
     ProbeResult,
@@ -25,10 +26,9 @@ from scripts.probes import (
     probe_http,
     probe_postgres,
     probe_redis,
-    saslprep,
-    scram_verifier,
     wait_until_ready,
 )
+from scripts.infra.scram import saslprep, scram_verifier
 from tests.unit.unit_support import closed_port, http_handler, serve_tcp
 
 # --- SCRAM-SHA-256: RFC 7677, section 3 -----------------------------------------------------

@@ -1,4 +1,4 @@
-"""scripts/processes.py: real child processes, pid files, logs and directory access."""
+"""scripts/infra/procs.py: real child processes, pid files, logs and directory access."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts.processes import RunAs, alive, read_pid, spawn, stop, tail, working_in
+from scripts.infra.procs import RunAs, alive, family, read_pid, stop, tail, working_in
+from scripts.infra.run import spawn
 
 # A child that says it is ready (after installing its signal handlers), then sleeps.
 SLEEPER = "import time; print('ready', flush=True); time.sleep(60)"
@@ -187,6 +188,30 @@ def test_working_in_finds_a_process_by_its_directory(tmp_path: Path) -> None:
 
 def test_working_in_an_idle_directory_is_empty(tmp_path: Path) -> None:
     assert working_in(tmp_path) == []
+
+
+# --- family -----------------------------------------------------------------------------------
+
+
+def test_family_holds_the_workers_a_server_started(tmp_path: Path) -> None:
+    """A server whose workers share its socket (php -S with PHP_CLI_SERVER_WORKERS) is found by
+    the pid of any of them: the parent's family holds its grandchildren too."""
+    log = tmp_path / "tree.log"
+    starts_a_worker = (
+        "import subprocess, sys, time; "
+        f"w = subprocess.Popen([sys.executable, '-c', {SLEEPER!r}], stdout=sys.stdout); "
+        "print('worker', w.pid, flush=True); time.sleep(60)"
+    )
+    parent = spawn([sys.executable, "-c", starts_a_worker], log)
+    try:
+        wait_for_line(log, "ready")
+        worker = int(next(x for x in log.read_text().splitlines() if x.startswith("worker"))[7:])
+        assert family(parent.pid) == {parent.pid, worker}
+        assert family(worker) == {worker}, "a worker's family is not its parent's"
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait()
+    assert family(parent.pid) == {parent.pid}, "a process that is gone is only itself"
 
 
 # --- RunAs.can_enter --------------------------------------------------------------------------

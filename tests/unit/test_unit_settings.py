@@ -9,19 +9,17 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from scripts import envfile
+from scripts.envfile import PLACEHOLDER_PASSWORD
 from scripts.errors import StackError
 from scripts.settings import (
     DEFAULT_ENV_FILE,
-    PLACEHOLDER_PASSWORD,
     Secret,
     SettingsError,
     create_env_file,
     env_file_path,
     load,
-    mask_url,
-    url_disagreements,
-    url_unset,
 )
+from scripts.urls import mask_url, url_disagreements, url_unset
 from tests.unit.unit_support import VALID_ENV, generated_settings, write_env
 
 # --- parse_env_text -----------------------------------------------------------------------

@@ -25,8 +25,9 @@ from urllib.parse import quote
 import pytest
 import yaml
 
-from scripts import envfile, validate_setup
-from scripts.docker_engine import compose_version
+from scripts import envfile
+from scripts.infra.compose_plugin import compose_version
+from scripts.ops import validate
 from scripts.settings import (
     DEFAULTS,
     PROCESS_ONLY_KEYS,
@@ -136,7 +137,7 @@ def _well_formed(report: Mapping[str, Any]) -> None:
     checks = report["checks"]
     for check in checks:
         assert set(check) == {"area", "name", "status", "finding", "fix"}, check
-        assert check["area"] in validate_setup.AREAS, check
+        assert check["area"] in validate.AREAS, check
         assert check["status"] in STATUSES, check
         assert check["finding"], check
     counts = {status: sum(c["status"] == status for c in checks) for status in STATUSES}
@@ -144,8 +145,8 @@ def _well_formed(report: Mapping[str, Any]) -> None:
 
 
 def offline(env_file: Path) -> dict[str, Any]:
-    """validate_setup.run(offline=True) in this process, as the JSON `--json` would print."""
-    report = validate_setup.run(offline=True, environ={"STACK_ENV_FILE": str(env_file)})
+    """validate.run(offline=True) in this process, as the JSON `--json` would print."""
+    report = validate.run(offline=True, environ={"STACK_ENV_FILE": str(env_file)})
     as_json = report.as_json()
     _well_formed(as_json)
     return as_json
@@ -230,7 +231,7 @@ def test_the_table_groups_the_checks_by_area_and_counts_them(make_env: MakeEnv) 
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "inv validate --offline" in output
-    positions = [output.find(area) for area in validate_setup.AREAS]
+    positions = [output.find(area) for area in validate.AREAS]
     assert all(p >= 0 for p in positions), output
     assert positions == sorted(positions), output  # areas in order, each once, grouped
     counts = report["summary"]
@@ -479,7 +480,7 @@ def fake_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "repo"
     shutil.copytree(ROOT / "docker", root / "docker")
     shutil.copy2(ROOT / "docker-compose.yml", root / "docker-compose.yml")
-    monkeypatch.setattr(validate_setup, "ROOT", root)
+    monkeypatch.setattr(validate.files, "ROOT", root)
     return root
 
 
@@ -689,10 +690,11 @@ def test_compose_backend_without_an_engine_still_reports(make_env: MakeEnv, tmp_
 def test_tools_follow_the_env_files_backend_even_when_another_key_is_bad(
     make_env: MakeEnv, monkeypatch: pytest.MonkeyPatch, configured: str, docker: bool
 ) -> None:
-    from scripts import docker_engine
+    from scripts.infra import compose_plugin
+    from scripts.infra import docker as engine
 
-    monkeypatch.setattr(docker_engine, "engine_version", lambda *_a: "27.0.0" if docker else None)
-    monkeypatch.setattr(docker_engine, "compose_version", lambda: "2.40.3" if docker else None)
+    monkeypatch.setattr(engine, "engine_version", lambda *_a: "27.0.0" if docker else None)
+    monkeypatch.setattr(compose_plugin, "compose_version", lambda: "2.40.3" if docker else None)
     env_file = make_env()
     envfile.update(env_file, {"STACK_BACKEND": configured})
     envfile.update(env_file, {"POSTGRES_PORT": "99999"})

@@ -8,23 +8,21 @@ image run once, on first initialisation, against a server only a private socket 
 from __future__ import annotations
 
 import contextlib
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scripts import ports, prerequisites, processes
-from scripts.backends import SERVICES, ServiceState
+from scripts.backends.base import SERVICES, ServiceState
 from scripts.backends.native.adminer import Adminer
 from scripts.backends.native.layout import RELOCATED_ROOT, Layout, disk_usage
 from scripts.backends.native.postgres import INIT_SCRIPTS, Postgres
 from scripts.backends.native.redis import REDIS_CONF, Redis
 from scripts.console import display_path
 from scripts.errors import StackError
-from scripts.processes import RunAs
+from scripts.infra import net, prerequisites, procs, run
+from scripts.infra.procs import RunAs
 
 if TYPE_CHECKING:
     from scripts.settings import Settings
@@ -48,7 +46,7 @@ class NativeBackend:
         self.postgres = Postgres(settings, self.layout)
         self.redis = Redis(settings, self.layout)
         self.adminer = Adminer(settings, self.layout)
-        self._spawned: dict[str, subprocess.Popen[bytes]] = {}
+        self._spawned: dict[str, run.Process] = {}
         self._started_at: dict[str, float] = {}
         self._log_offset = 0  # postgres's log size when this command started it
 
@@ -85,7 +83,7 @@ class NativeBackend:
             data = {"postgres": self.layout.pg_data, "redis": self.layout.redis_data}.get(service)
             size = disk_usage(data) if sizes and data is not None and data.exists() else None
             if pid is not None:
-                state = ServiceState(service, True, "running", f"pid {pid}", size)
+                state = ServiceState(service, True, "running", f"pid {pid}", size, pid)
             elif service == "postgres" and not self.postgres.initialised():
                 state = ServiceState(service, False, "not created", "", size)
             else:
@@ -103,7 +101,7 @@ class NativeBackend:
         if not wanted:
             return []
         self._check_tools(wanted)
-        ports.ensure_free(self.settings, wanted)
+        net.ensure_free(self.settings, wanted)
         if self._pid("postgres") is None and self._pid("redis") is None:
             for moved in self.layout.migrate():
                 from scripts.console import say
@@ -163,7 +161,7 @@ class NativeBackend:
             proc = self._spawned.get(service)
             if proc is None or proc.poll() is None:
                 return None
-        last = processes.tail(self.log_file(service), 3)
+        last = procs.tail(self.log_file(service), 3)
         detail = last[-1] if last else "it stopped"
         return f"{service} exited: {detail} (see {display_path(self.log_file(service))})"
 
@@ -232,7 +230,7 @@ class NativeBackend:
         files = {s: self.log_file(s) for s in services}
         offsets: dict[str, int] = {}
         for service, path in files.items():
-            for line in processes.tail(path, tail) if tail else []:
+            for line in procs.tail(path, tail) if tail else []:
                 print(f"{service:<{width}} | {line}")
             offsets[service] = path.stat().st_size if path.exists() else 0
         if not follow:
@@ -266,19 +264,10 @@ class NativeBackend:
         args = ["-d", self.settings.postgres_db, *extra]
         if sql is not None:
             args += ["-v", "ON_ERROR_STOP=1", "-c", sql]
-        return _run_interactive(*self.pg_command("psql", args))
+        return run.interactive(*self.pg_command("psql", args))
 
     def redis_cli(self, args: Sequence[str]) -> int:
-        return _run_interactive(*self.redis.cli(args))
-
-
-def _run_interactive(argv: list[str], env: dict[str, str]) -> int:
-    """Run a client in this terminal; Ctrl-C belongs to it, not to us."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        return subprocess.run(argv, env=env, check=False).returncode
-    finally:
-        signal.signal(signal.SIGINT, previous)
+        return run.interactive(*self.redis.cli(args))
 
 
 def _print_new(service: str, width: int, path: Path, offset: int) -> int:

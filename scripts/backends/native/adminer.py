@@ -13,14 +13,12 @@ import shutil
 import signal
 from typing import TYPE_CHECKING
 
-from scripts import prerequisites, processes
 from scripts.backends.native.layout import Layout
 from scripts.files import write_atomic
-from scripts.settings import url_host
+from scripts.infra import prerequisites, procs, run
+from scripts.urls import url_host
 
 if TYPE_CHECKING:
-    import subprocess
-
     from scripts.settings import Settings
 
 INDEX = "docker/adminer/index.php"
@@ -34,14 +32,14 @@ class Adminer:
         self.layout = layout
 
     def pid(self) -> int | None:
-        pid = processes.read_pid(self.layout.pid_file("adminer"))
-        if pid is None or not processes.alive(pid):
+        pid = procs.read_pid(self.layout.pid_file("adminer"))
+        if pid is None or not procs.alive(pid):
             return None
-        if not processes.command_name(pid).startswith("php"):
+        if not procs.command_name(pid).startswith("php"):
             return None
         return pid
 
-    def start(self) -> subprocess.Popen[bytes]:
+    def start(self) -> run.Process:
         s = self.settings
         page = prerequisites.fetch_adminer()  # checks the recorded sha256 (fetches on mismatch)
         docroot = self.layout.private_dir(self.layout.adminer)
@@ -58,7 +56,7 @@ class Adminer:
             "PGCONNECT_TIMEOUT": str(LOGIN_TIMEOUT),
         }
         php = shutil.which("php") or "php"
-        proc = processes.spawn(
+        proc = run.spawn(
             [
                 php,
                 "-d",

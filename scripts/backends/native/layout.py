@@ -19,10 +19,10 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from scripts import crashpoints
 from scripts.console import display_path
 from scripts.errors import StackError
-from scripts.processes import RunAs
+from scripts.infra import crashpoints
+from scripts.infra.procs import RunAs
 
 RELOCATED_ROOT = Path("/var/lib/ai-marketplace-stack")
 OWNER_FILE = "checkout"  # in a relocated server home: the state dir it belongs to

@@ -12,15 +12,14 @@ import re
 import shlex
 import shutil
 import signal
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scripts import crashpoints, prerequisites, processes
 from scripts.backends.native.layout import Layout
 from scripts.console import display_path
 from scripts.errors import StackError
+from scripts.infra import crashpoints, prerequisites, procs, run, wait
 
 if TYPE_CHECKING:
     from scripts.settings import Settings
@@ -68,10 +67,10 @@ class Postgres:
 
     def pid(self) -> int | None:
         """The postmaster's pid when our server runs, else None."""
-        pid = processes.read_pid(self.data / "postmaster.pid")
-        if pid is None or not processes.alive(pid):
+        pid = procs.read_pid(self.data / "postmaster.pid")
+        if pid is None or not procs.alive(pid):
             return None
-        if not processes.command_name(pid).startswith(("postgres", "postmaster")):
+        if not procs.command_name(pid).startswith(("postgres", "postmaster")):
             return None  # a stale pid file whose number now belongs to another program
         return pid
 
@@ -111,9 +110,9 @@ class Postgres:
         argv = [str(self.bindir() / "pg_ctl"), "start", "-D", str(data), "-o", options, "-s"]
         argv += ["-w", "-t", "60"] if wait else ["-W"]
         log = self.layout.log("postgres")
-        proc = processes.spawn(argv, log, run_as=self.layout.run_as)
+        proc = run.spawn(argv, log, run_as=self.layout.run_as)
         if proc.wait(timeout=90) != 0:
-            last = processes.last_line("\n".join(processes.tail(log)))
+            last = run.last_line("\n".join(procs.tail(log)))
             raise StackError(f"PostgreSQL did not start: {last}. See {display_path(log)}.")
 
     def stop(self, *, mode: str = "fast") -> bool:
@@ -126,9 +125,9 @@ class Postgres:
 
     def _pg_ctl_stop(self, data: Path, mode: str) -> None:
         argv = [str(self.bindir() / "pg_ctl"), "stop", "-D", str(data), "-m", mode, "-w"]
-        result = processes.run([*argv, "-t", "60", "-s"], run_as=self.layout.run_as)
-        if result.returncode != 0 and (pid := processes.read_pid(data / "postmaster.pid")):
-            processes.stop(pid, signal.SIGQUIT, 10, signal.SIGKILL)  # pg_ctl gave up: immediate
+        result = run.run([*argv, "-t", "60", "-s"], run_as=self.layout.run_as)
+        if result.returncode != 0 and (pid := procs.read_pid(data / "postmaster.pid")):
+            procs.stop(pid, signal.SIGQUIT, 10, signal.SIGKILL)  # pg_ctl gave up: immediate
 
     def _clear_stale_lock(self) -> None:
         """After a crash or SIGKILL: wait for the old server's processes, drop its lock files.
@@ -143,15 +142,12 @@ class Postgres:
         socket_lock = self.layout.socket_dir / f".s.PGSQL.{self.settings.postgres_port}.lock"
         if not lock.exists() and not socket_lock.exists():
             return
-        deadline = time.monotonic() + 10
-        while users := processes.working_in(self.data):
-            if time.monotonic() > deadline:
-                pids = " ".join(map(str, users))
-                raise StackError(
-                    f"Processes {pids} of an earlier PostgreSQL still use "
-                    f"{display_path(self.data)}: stop them (kill {pids}) and run the command again."
-                )
-            time.sleep(0.05)
+        if wait.until(lambda: not procs.working_in(self.data) or None, timeout=10) is None:
+            pids = " ".join(map(str, procs.working_in(self.data)))
+            raise StackError(
+                f"Processes {pids} of an earlier PostgreSQL still use "
+                f"{display_path(self.data)}: stop them (kill {pids}) and run the command again."
+            )
         lock.unlink(missing_ok=True)
         socket_lock.unlink(missing_ok=True)
 
@@ -210,9 +206,9 @@ class Postgres:
         shutil.rmtree(self.layout.secrets, ignore_errors=True)  # a killed start's password file
         if not work.exists():
             return
-        if (pid := processes.read_pid(work / "postmaster.pid")) and processes.alive(pid):
+        if (pid := procs.read_pid(work / "postmaster.pid")) and procs.alive(pid):
             self._pg_ctl_stop(work, "immediate")
-            processes.wait_gone(pid, 10)
+            procs.wait_gone(pid, 10)
             from scripts.console import say
 
             say(
@@ -223,7 +219,7 @@ class Postgres:
 
     def _initdb(self, work: Path, pwfile: Path) -> None:
         s = self.settings
-        result = processes.run(
+        result = run.run(
             [
                 str(self.bindir() / "initdb"),
                 "-D",
@@ -241,7 +237,7 @@ class Postgres:
         if result.returncode != 0:
             shutil.rmtree(work, ignore_errors=True)
             raise StackError(
-                f"initdb failed: {processes.last_line(result.stderr)}. See "
+                f"initdb failed: {run.last_line(result.stderr)}. See "
                 f"{display_path(self.layout.log('postgres'))} and check that the disk has space."
             )
 
@@ -264,7 +260,7 @@ class Postgres:
         }
         psql = [str(bindir / "psql"), "-v", "ON_ERROR_STOP=1", "--no-psqlrc", "--no-password"]
         if s.postgres_db != "postgres":
-            create = processes.run(
+            create = run.run(
                 [*psql, "-q", "-v", f"db={s.postgres_db}"],
                 env=env,
                 input_text='CREATE DATABASE :"db";\n',  # psql quotes the name (stdin only)
@@ -285,8 +281,8 @@ class Postgres:
                 argv, stdin = ["bash", str(script)], None
             else:
                 continue
-            result = processes.run(argv, env=env, input_text=stdin)
-            with os.fdopen(processes.open_log(log), "a") as out:
+            result = run.run(argv, env=env, input_text=stdin)
+            with os.fdopen(run.open_log(log), "a") as out:
                 out.write(f"init script {script.name}:\n{result.stdout}{result.stderr}")
             if result.returncode != 0:
                 raise StackError(
@@ -302,8 +298,7 @@ class Postgres:
         on a stack from before the admin role, as the application's role, then its superuser)."""
         import psycopg
 
-        from scripts import roles
-        from scripts.database import describe
+        from scripts.infra.database import describe, password_sql
 
         s = self.settings
         socket = self.layout.socket_dir / f".s.PGSQL.{s.postgres_port}"
@@ -321,7 +316,7 @@ class Postgres:
                     autocommit=True,
                     connect_timeout=10,
                 ) as conn:
-                    conn.execute(roles.password_sql(s).encode())
+                    conn.execute(password_sql(s).encode())
                     return "over the server's private socket"
             except psycopg.Error as exc:
                 failure = exc
@@ -371,4 +366,4 @@ def _psql_error(stderr: str) -> str:
         if match:
             where = f" (line {match['line']})" if match["line"] else ""
             return f"{match['level']}: {match['text']}{where}"
-    return processes.last_line(stderr)
+    return run.last_line(stderr)

@@ -13,14 +13,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scripts import processes
 from scripts.backends.native.layout import Layout
 from scripts.errors import StackError
 from scripts.files import write_atomic
+from scripts.infra import procs, run
 
 if TYPE_CHECKING:
-    import subprocess
-
     from scripts.settings import Settings
 
 REDIS_CONF = "docker/redis/redis.conf"
@@ -32,10 +30,10 @@ class Redis:
         self.layout = layout
 
     def pid(self) -> int | None:
-        pid = processes.read_pid(self.layout.pid_file("redis"))
-        if pid is None or not processes.alive(pid):
+        pid = procs.read_pid(self.layout.pid_file("redis"))
+        if pid is None or not procs.alive(pid):
             return None
-        if not processes.command_name(pid).startswith("redis-server"):
+        if not procs.command_name(pid).startswith("redis-server"):
             return None  # a stale pid file whose number now belongs to another program
         return pid
 
@@ -58,9 +56,9 @@ class Redis:
             ]
         )
 
-    def start(self) -> subprocess.Popen[bytes]:
+    def start(self) -> run.Process:
         redis_server = shutil.which("redis-server") or "redis-server"
-        proc = processes.spawn(
+        proc = run.spawn(
             [redis_server, "-"],
             self.layout.log("redis"),
             run_as=self.layout.run_as,
@@ -73,7 +71,7 @@ class Redis:
         """SIGTERM: Redis fsyncs its AOF and saves its RDB, then exits."""
         pid = self.pid()
         if pid is not None:
-            processes.stop(pid, signal.SIGTERM, 30, signal.SIGKILL)
+            procs.stop(pid, signal.SIGTERM, 30, signal.SIGKILL)
         self.layout.pid_file("redis").unlink(missing_ok=True)
         return pid is not None
 

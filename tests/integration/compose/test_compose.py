@@ -17,7 +17,6 @@ import psycopg
 import pytest
 
 from scripts.backends.compose import ComposeBackend
-from scripts.ports import free_ports
 from scripts.settings import Settings
 from tests.integration.helpers import (
     ROOT,
@@ -27,6 +26,7 @@ from tests.integration.helpers import (
     core_healthy,
     listening_addresses,
 )
+from tests.support.net import free_ports
 
 
 def _docker(*args: str) -> str:

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from scripts import processes
 from scripts.backends.native import NativeBackend
-from scripts.ports import free_ports
+from scripts.infra import procs
 from scripts.settings import Settings
 from tests.integration.helpers import ROOT, Inv
+from tests.support.net import free_ports
 
 COPIED = ("tasks.py", "scripts", "docker", ".env.example", "pyproject.toml")
 # invoke, and psycopg for the migrations `inv init` applies (with its compiled libpq).
@@ -192,7 +192,7 @@ def test_the_stack_runs_as_a_normal_user() -> None:
         result = user.inv("init")
         assert result.returncode == 0, result.stdout + result.stderr
         assert user.inv("health").returncode == 0
-        postmaster = processes.read_pid(user.state / "postgres_data" / "postmaster.pid")
+        postmaster = procs.read_pid(user.state / "postgres_data" / "postmaster.pid")
         assert postmaster is not None
         expected_uid = pwd.getpwnam("nobody").pw_uid if os.geteuid() == 0 else os.geteuid()
         assert Path(f"/proc/{postmaster}").stat().st_uid == expected_uid

@@ -21,10 +21,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from scripts import crashpoints
 from scripts.backends.native.layout import RELOCATED_ROOT
-from scripts.ports import free_ports
+from scripts.infra import crashpoints
 from tests.integration.helpers import Checkout
+from tests.support.net import free_ports
 
 
 @pytest.fixture

@@ -1,8 +1,7 @@
-"""Local server processes: start detached with a log file, find by pid file, stop with a deadline.
+"""Local server processes: the account they run as, found by pid file, stopped with a deadline.
 
-The native backend's only contact with process management; it never shells out to `kill`,
-and asks psutil (not /proc) whether a process runs, what it is and where it works, so the
-same code runs on Linux and macOS.
+It never shells out to `kill`, and asks psutil whether a process runs, what it is and where
+it works, so the same code runs on Linux and macOS. Starting one is scripts.infra.run's.
 """
 
 from __future__ import annotations
@@ -11,11 +10,10 @@ import contextlib
 import os
 import pwd
 import signal
-import subprocess
-import time
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from scripts.infra import wait
 
 
 @dataclass(frozen=True)
@@ -74,71 +72,6 @@ class RunAs:
         return True
 
 
-def open_log(log: Path) -> int:
-    """A log file opened for appending, readable by this account alone (0600)."""
-    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    os.fchmod(fd, 0o600)
-    return fd
-
-
-def spawn(
-    argv: Sequence[str],
-    log: Path,
-    *,
-    run_as: RunAs | None = None,
-    env: Mapping[str, str] | None = None,
-    input_text: str | None = None,
-) -> subprocess.Popen[bytes]:
-    """Start a long-running server detached from this terminal, output appended to `log`
-    (opened here: the server's account needs no access to it). `input_text` is written to
-    its stdin, which is then closed (a configuration that must not touch the disk)."""
-    out = open_log(log)
-    try:
-        proc = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL if input_text is None else subprocess.PIPE,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C in this terminal must not reach the servers
-            cwd="/",
-            env=dict(env) if env is not None else None,
-            user=None if run_as is None else run_as.uid,
-            group=None if run_as is None else run_as.gid,
-            extra_groups=None if run_as is None else [],
-            umask=0o077,  # what a server creates (Redis's AOF, PHP's sessions) is its alone
-        )
-    finally:
-        os.close(out)
-    if input_text is not None:
-        assert proc.stdin is not None
-        with contextlib.suppress(BrokenPipeError):
-            proc.stdin.write(input_text.encode())
-        proc.stdin.close()
-    return proc
-
-
-def run(
-    argv: Sequence[str],
-    *,
-    run_as: RunAs | None = None,
-    env: Mapping[str, str] | None = None,
-    input_text: str | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """Run a short command to completion, capturing its output."""
-    return subprocess.run(
-        list(argv),
-        input=input_text,
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd="/",
-        env=dict(env) if env is not None else None,
-        user=None if run_as is None else run_as.uid,
-        group=None if run_as is None else run_as.gid,
-        extra_groups=None if run_as is None else [],
-    )
-
-
 def alive(pid: int) -> bool:
     """True when `pid` runs and is not a zombie waiting to be reaped."""
     import psutil
@@ -158,6 +91,27 @@ def command_name(pid: int) -> str:
         return str(psutil.Process(pid).name())
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return ""
+
+
+def family(pid: int) -> set[int]:
+    """`pid` and every process it started, however deep. A server whose workers share its
+    listening socket (PHP's) is found by any of them: psutil names one holder per socket."""
+    import psutil
+
+    try:
+        return {pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))}
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return {pid}
+
+
+def working_dir(pid: int) -> str | None:
+    """Where a process works (its current directory), when we may know."""
+    import psutil
+
+    try:
+        return str(psutil.Process(pid).cwd())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
 
 
 def working_in(directory: Path) -> list[int]:
@@ -202,25 +156,18 @@ def stop(pid: int, sig: signal.Signals, timeout: float, force: signal.Signals) -
 
 
 def wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while alive(pid):
+    """Whether the process ended within `timeout` seconds (reaping it when it is our child)."""
+
+    def gone() -> bool | None:
         _reap(pid)
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
-    _reap(pid)
-    return True
+        return True if not alive(pid) else None
+
+    return wait.until(gone, timeout=timeout, interval=0.01) is not None
 
 
 def _reap(pid: int) -> None:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-
-
-def last_line(text: str, default: str = "no output") -> str:
-    """The last non-empty line of a command's output (its error, usually)."""
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else default
 
 
 def tail(path: Path, lines: int = 5) -> list[str]:

@@ -13,25 +13,21 @@ from typing import TYPE_CHECKING
 
 from scripts import envfile
 from scripts.console import display_path, enumerate_names, warn
+from scripts.envfile import PLACEHOLDER_PASSWORD
 from scripts.errors import StackError
 from scripts.settings import (
     ADMIN_PASSWORD_KEY,
     DEFAULTS,
     PASSWORD_KEYS,
-    PLACEHOLDER_PASSWORD,
-    URL_KEYS,
     Settings,
-    derive_url,
     load,
-    mask_url,
     new_password,
     placeholder_passwords,
-    url_disagreements,
-    url_unset,
 )
+from scripts.urls import URL_KEYS, derive_url, mask_url, url_disagreements, url_unset
 
 if TYPE_CHECKING:
-    from scripts.backends import Backend
+    from scripts.backends.base import Backend
 
 READ, STOP, CHANGE = "read", "stop", "change"
 
@@ -62,7 +58,7 @@ def open_stack(kind: str, *, announce: bool = True) -> tuple[Settings, Backend]:
 def recover_restore(settings: Settings) -> None:
     """Finish or undo a restore a crash interrupted, before anything else: the journal says
     where it stopped. Without a running server, `inv up-core` does it."""
-    from scripts import swap
+    from scripts.ops import swap
 
     if not swap.journal_pending(settings):
         return

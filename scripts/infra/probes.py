@@ -2,8 +2,9 @@
 
 A probe is a real login and query (PostgreSQL: SCRAM-SHA-256 then SELECT 1; Redis: AUTH then
 PING; Adminer: an HTTP GET). psycopg and redis-py take ~0.4 s each to import, which is more
-than a warm start of the whole stack, so health checks, readiness waits and the snapshot a
-backup shares with pg_dump (PgSession) use these instead.
+than a warm start of the whole stack, so health checks, readiness waits and `inv status`
+use these instead. Backups, restores and everything else that works on data use psycopg
+(scripts.infra.database).
 """
 
 from __future__ import annotations
@@ -17,6 +18,13 @@ import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from scripts.infra import wait
+from scripts.infra.scram import saslprep
+
+if TYPE_CHECKING:
+    from scripts.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -115,60 +123,6 @@ class _Scram:
             )
 
 
-def saslprep(password: str) -> str:
-    """SASLprep (RFC 4013) as PostgreSQL and libpq apply it to SCRAM passwords.
-
-    Non-ASCII spaces become spaces, "mapped to nothing" characters go, then NFKC (a "fi"
-    ligature logs in as "fi", a fullwidth letter as its ASCII one). Like PostgreSQL, a
-    password SASLprep prohibits (control or unassigned characters, bad bidirectional text)
-    is used as it is.
-    """
-    import stringprep
-    import unicodedata
-
-    if password.isascii():
-        return password  # SASLprep changes no printable ASCII; ASCII controls: used as is
-    mapped = "".join(
-        " " if stringprep.in_table_c12(c) else c for c in password if not stringprep.in_table_b1(c)
-    )
-    normal = unicodedata.normalize("NFKC", mapped)
-    prohibited = (
-        stringprep.in_table_c12,
-        stringprep.in_table_c21_c22,
-        stringprep.in_table_c3,
-        stringprep.in_table_c4,
-        stringprep.in_table_c5,
-        stringprep.in_table_c6,
-        stringprep.in_table_c7,
-        stringprep.in_table_c8,
-        stringprep.in_table_c9,
-        stringprep.in_table_a1,
-    )
-    if any(check(c) for c in normal for check in prohibited):
-        return password
-    right_to_left = [stringprep.in_table_d1(c) for c in normal]
-    if any(right_to_left) and (
-        not (right_to_left[0] and right_to_left[-1])
-        or any(stringprep.in_table_d2(c) for c in normal)
-    ):
-        return password
-    return normal
-
-
-def scram_verifier(password: str, iterations: int = 4096) -> str:
-    """The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (what ALTER ROLE ...
-    PASSWORD takes instead of the password itself, so no statement or log holds it)."""
-    salt = secrets.token_bytes(16)
-    salted = hashlib.pbkdf2_hmac("sha256", saslprep(password).encode(), salt, iterations)
-    stored_key = hashlib.sha256(hmac.digest(salted, b"Client Key", "sha256")).digest()
-    server_key = hmac.digest(salted, b"Server Key", "sha256")
-
-    def b64(data: bytes) -> str:
-        return base64.b64encode(data).decode()
-
-    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
-
-
 @dataclass(frozen=True)
 class PgLogin:
     host: str
@@ -181,8 +135,8 @@ class PgLogin:
 class PgSession:
     """One logged-in connection running simple queries (values as text, NULL as None).
 
-    For SQL on a hot path where psycopg's import would cost more than the work: probes,
-    and the snapshot a backup shares with pg_dump. Login and connect wait at most
+    For SQL on a hot path where psycopg's import would cost more than the work: probes
+    and status queries. Login and connect wait at most
     `timeout`; queries wait `query_timeout` (None: as long as the server takes).
     Raises OSError when nothing answers, PgError when the server says no.
     """
@@ -276,12 +230,9 @@ def _pg_auth_reply(scram: _Scram, login: PgLogin, code: int, body: bytes) -> byt
     if code == 12:  # SASLFinal
         scram.verify(body.decode())
         return None
-    if code == 5:  # md5
-        inner = hashlib.md5(login.password.encode() + login.user.encode()).hexdigest()  # noqa: S324
-        return b"md5" + hashlib.md5(inner.encode() + body[:4]).hexdigest().encode() + b"\0"  # noqa: S324
-    if code == 3:  # cleartext
-        return login.password.encode() + b"\0"
-    raise ProtocolError(f"unsupported authentication request {code}")
+    # The stack's servers ask for SCRAM only (pg_hba.conf, and the image's scram-sha-256):
+    # md5 or a password in clear text would be a server we did not set up.
+    raise ProtocolError(f"unsupported authentication request {code} (the stack uses SCRAM)")
 
 
 def _pg_row(payload: bytes) -> tuple[str | None, ...]:
@@ -447,12 +398,11 @@ def wait_until_ready(
     process exited), which ends the wait for it at once. It can be costly (a `docker
     compose ps`), so it runs at most once per `check_every` seconds per service.
     """
-    started = time.monotonic()
-    deadline = started + timeout
     results: dict[str, ProbeResult] = {}
     pending = dict(probes)
     checked: dict[str, float] = {}
-    while pending:
+
+    def one_round() -> bool | None:
         for name, probe in list(pending.items()):
             result = probe()
             now = time.monotonic()
@@ -465,10 +415,13 @@ def wait_until_ready(
             results[name] = result
             if result.ok or result.fatal:
                 del pending[name]
-        if pending:
-            now = time.monotonic()
-            if now >= deadline:
-                break
-            # Servers usually answer within a few hundred ms: poll closely at first.
-            time.sleep(min(interval, 0.01) if now - started < 0.5 else interval)
+        return True if not pending else None
+
+    wait.until(one_round, timeout=timeout, interval=interval)
     return results
+
+
+def pg_login(settings: Settings, *, admin: bool = False, dbname: str | None = None) -> PgLogin:
+    """How the tasks' own client (scripts.infra.probes) logs in: as the application or the admin."""
+    info = settings.pg_conninfo(dbname, admin=admin)
+    return PgLogin(info["host"], int(info["port"]), info["user"], info["password"], info["dbname"])

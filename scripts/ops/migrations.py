@@ -15,8 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scripts.database import connect, describe
 from scripts.errors import StackError
+from scripts.infra.database import connect, describe
 from scripts.settings import ROOT, Settings
 
 if TYPE_CHECKING:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import html
 import re
 import shutil
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from scripts.console import display_path
 from scripts.errors import StackError
+from scripts.infra import run
 from scripts.settings import ROOT
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ class Written:
 
 def read_schema(settings: Settings) -> Schema:
     """Tables, columns, primary, unique and foreign keys of the stack's database."""
-    from scripts.database import connect
+    from scripts.infra.database import connect
 
     with connect(settings) as conn:
         tables = conn.execute(_TABLES_SQL).fetchall()
@@ -303,7 +303,7 @@ def dot_binary() -> str | None:
 
 def ensure_graphviz(*, yes: bool) -> str:
     """The `dot` binary; installs Debian's graphviz after asking (or with yes) when missing."""
-    from scripts import prerequisites
+    from scripts.infra import prerequisites
 
     found = dot_binary()
     if found:
@@ -319,16 +319,13 @@ def ensure_graphviz(*, yes: bool) -> str:
 
 
 def render(dot: str, source: str, fmt: str) -> bytes:
-    result = subprocess.run(
-        [dot, f"-T{fmt}"], input=source.encode(), capture_output=True, check=False
-    )
-    if result.returncode != 0:
-        detail = result.stderr.decode(errors="replace").strip().splitlines()
+    try:
+        return run.pipe([dot, f"-T{fmt}"], source.encode())
+    except run.CommandError as exc:
         raise StackError(
-            f"Graphviz could not draw the {fmt.upper()} ({detail[-1] if detail else 'no output'}): "
+            f"Graphviz could not draw the {fmt.upper()} ({exc.result.last_line()}): "
             "check that `dot -V` works, or reinstall graphviz."
-        )
-    return result.stdout
+        ) from None
 
 
 # --- files ----------------------------------------------------------------------------------

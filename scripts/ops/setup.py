@@ -1,7 +1,7 @@
 """First-run set-up: the env file (created, or finished when copied by hand), the backend
 choice written into it, and prerequisites.
 
-`inv init` and `inv setup` live here; starting the services is scripts.stack's job.
+`inv init` and `inv setup` live here; starting the services is scripts.ops.stack's job.
 """
 
 from __future__ import annotations
@@ -9,23 +9,24 @@ from __future__ import annotations
 import os
 import sys
 
-from scripts import envfile, prerequisites
-from scripts.backends import Backend, get_backend
+from scripts import envfile
+from scripts.backends import get_backend
+from scripts.backends.base import Backend
 from scripts.console import confirm, display_path, enumerate_names, say
+from scripts.envfile import PLACEHOLDER_PASSWORD
 from scripts.errors import StackError
-from scripts.preflight import banner, ensure_admin_password, write_unset_urls
+from scripts.infra import prerequisites
+from scripts.ops.preflight import banner, ensure_admin_password, write_unset_urls
 from scripts.settings import (
     BACKENDS,
     PASSWORD_KEYS,
-    PLACEHOLDER_PASSWORD,
-    URL_KEYS,
     Settings,
     create_env_file,
     env_file_path,
     load,
     new_password,
-    url_unset,
 )
+from scripts.urls import URL_KEYS, url_unset
 
 
 def run(yes: bool) -> tuple[Settings, Backend]:
@@ -108,13 +109,11 @@ def configured_backend() -> str:
 
 
 def _resolve(configured: str) -> str:
-    if configured != "auto":
-        return configured
-    from scripts.docker_engine import compose_version, engine_version
+    from scripts.backends.base import resolve
 
-    chosen = "compose" if engine_version() and compose_version() else "native"
-    reason = "a Docker engine answers" if chosen == "compose" else "no Docker engine answers"
-    say("info", f"STACK_BACKEND=auto chose {chosen}: {reason}.")
+    chosen, why = resolve(configured)
+    if configured == "auto":
+        say("info", f"{why}.")
     return chosen
 
 
@@ -147,9 +146,9 @@ def ensure_prerequisites(
 
 def _ensure_docker(*, yes: bool) -> None:
     """Install (apt, after asking) and start a Docker engine, and link Compose v2 if missing."""
-    from scripts import docker_engine
+    from scripts.infra import compose_plugin, docker
 
-    if not yes and docker_engine.engine_version() is None:
+    if not yes and docker.engine_version() is None:
         answer = confirm("Install and/or start the Docker engine (docker.io) and Compose v2?")
         if answer is None:
             raise StackError(
@@ -159,9 +158,9 @@ def _ensure_docker(*, yes: bool) -> None:
         if not answer:
             raise StackError("Nothing was installed. Set STACK_BACKEND=native to use no Docker.")
         yes = True
-    report = docker_engine.ensure_engine(yes=yes)
-    say("ok", docker_engine.describe(report))
-    version = docker_engine.ensure_compose(sys.executable)
+    report = docker.ensure_engine(yes=yes)
+    say("ok", docker.describe(report))
+    version = compose_plugin.ensure_compose(sys.executable)
     say("ok", f"Docker Compose {version}")
 
 

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from scripts.console import display_path
-from scripts.database import connect, describe
 from scripts.errors import StackError
+from scripts.infra.database import connect, describe
 from scripts.settings import ROOT, Settings
 
 if TYPE_CHECKING:

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scripts import crashpoints
 from scripts.errors import StackError
+from scripts.infra import crashpoints, wait
 
 if TYPE_CHECKING:
     import psycopg
@@ -70,7 +69,7 @@ def clear_journal(settings: Settings) -> None:
 @contextmanager
 def admin(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
     """An autocommit connection to the maintenance database as the stack's superuser."""
-    from scripts.database import connect
+    from scripts.infra.database import connect
 
     with connect(settings, dbname=MAINTENANCE_DB, admin=True) as conn:
         yield conn
@@ -109,23 +108,25 @@ def swap(conn: psycopg.Connection[Any], settings: Settings, journal: Journal) ->
 
 def close_connections(conn: psycopg.Connection[Any], database: str, timeout: float = 10) -> int:
     """End every other session in `database`; return how many there were."""
-    deadline = time.monotonic() + timeout
     ended = 0
-    while True:
+
+    def ended_all() -> bool | None:
+        nonlocal ended
         row = conn.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
             "WHERE datname = %s AND pid <> pg_backend_pid()",
             (database,),
         ).fetchone()
-        if row is None or row[0] == 0:
-            return ended
-        ended += int(row[0])
-        if time.monotonic() > deadline:
-            raise StackError(
-                f"Connections to {database!r} did not close within {timeout:.0f} s: stop the "
-                "application and run the command again."
-            )
-        time.sleep(0.1)
+        count = int(row[0]) if row else 0
+        ended += count
+        return True if count == 0 else None
+
+    if wait.until(ended_all, timeout=timeout, interval=0.1) is None:
+        raise StackError(
+            f"Connections to {database!r} did not close within {timeout:.0f} s: stop the "
+            "application and run the command again."
+        )
+    return ended
 
 
 def recover(settings: Settings) -> list[str]:
@@ -217,11 +218,11 @@ def leftovers(settings: Settings) -> list[str]:
     """Scratch and set-aside databases and temporary restore roles that no running restore
     owns (the stack lock is not taken: a restore running now shows up too). Read as the
     application's role, with the tasks' own client: cheap enough for `inv status`."""
-    from scripts import probes, roles
+    from scripts.infra import probes
 
     try:
         rows, _ = probes.pg_query(
-            roles.login(settings),
+            probes.pg_login(settings),
             "SELECT datname FROM pg_database UNION ALL SELECT rolname FROM pg_roles",
             5,
         )

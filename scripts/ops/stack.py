@@ -7,17 +7,16 @@ probes, not Docker's healthcheck interval) and serialises changes with a lock fi
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from scripts import console, probes, roles, swap
-from scripts.backends import CORE, SERVICES, Backend, ServiceState
+from scripts.backends.base import CORE, SERVICES, Backend, ServiceState
 from scripts.errors import StackError
-from scripts.probes import ProbeResult
+from scripts.infra import lock, probes
+from scripts.infra.probes import ProbeResult
+from scripts.ops import backup_files, roles, swap
 from scripts.settings import Settings
 
 
@@ -36,69 +35,53 @@ def address(settings: Settings, service: str) -> tuple[str, int]:
 def probe_for(settings: Settings, service: str) -> Callable[[], ProbeResult]:
     host, port = address(settings, service)
     if service == "postgres":
-        login = roles.login(settings)
+        login = probes.pg_login(settings)
         return lambda: probes.probe_postgres(login)
     if service == "redis":
         return lambda: probes.probe_redis(host, port, settings.redis_password.reveal())
     return lambda: probes.probe_http(host, port)
 
 
-_HELD: set[str] = set()  # lock files this process holds: nested `locked` blocks pass through
-
-
-@contextlib.contextmanager
-def locked(settings: Settings) -> Iterator[None]:
-    """One changing command per stack at a time; a second one waits, then sees the result."""
-    settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = settings.state_dir / ".lock"
-    if str(path) in _HELD:
-        yield
-        return
-    with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            console.say("info", "Another command is changing this stack; waiting for it…")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        _HELD.add(str(path))
-        try:
-            yield
-        finally:
-            _HELD.discard(str(path))
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def locked(settings: Settings) -> contextlib.AbstractContextManager[None]:
+    """The stack's lock (scripts.infra.lock), for the use cases that change it."""
+    return lock.held(settings.state_dir)
 
 
 def up(settings: Settings, backend: Backend, services: Sequence[str]) -> UpReport:
     """Start `services` and wait until each answers; on failure stop what this call started."""
-    began = time.monotonic()
     with locked(settings):
-        notes = _restart_hung_adminer(settings, backend) if "adminer" in services else []
-        started = backend.start(services)
-        try:
-            results = _wait(settings, backend, services)
-            # A password changed in the env file since the data was made: apply it, once.
-            refused = [name for name, r in results.items() if r.auth_failed]
-            notes += [
-                f"{name}: password changed to the one in the env file "
-                f"({backend.apply_password(name)})."
-                for name in refused
-            ]
-            if refused:
-                results.update(_wait(settings, backend, refused))
-            if "postgres" in services and _restore_to_recover(settings, results["postgres"]):
-                notes += swap.recover(settings)  # a killed restore's swap, before anything else
-                results.update(_wait(settings, backend, ["postgres"]))
-            if "postgres" in services and results["postgres"].ok:
-                notes += roles.ensure(settings, backend)
-        except StackError as exc:
-            raise StackError(f"{exc.message.rstrip('.')}.{_undo(backend, started)}") from None
-        failed = {name: r for name, r in results.items() if not r.ok}
-        if failed:
-            detail = "; ".join(f"{name}: {r.detail.rstrip('.')}" for name, r in failed.items())
-            raise StackError(
-                f"The stack is not ready: {detail}.{_undo(backend, started)} See `inv logs` for "
-                "the services' output."
-            )
+        return _up(settings, backend, services)
+
+
+def _up(settings: Settings, backend: Backend, services: Sequence[str]) -> UpReport:
+    """`up`, under the stack's lock already (reset takes it for its safety backup too)."""
+    began = time.monotonic()
+    notes = _restart_hung_adminer(settings, backend) if "adminer" in services else []
+    started = backend.start(services)
+    try:
+        results = _wait(settings, backend, services)
+        # A password changed in the env file since the data was made: apply it, once.
+        refused = [name for name, r in results.items() if r.auth_failed]
+        notes += [
+            f"{name}: password changed to the one in the env file ({backend.apply_password(name)})."
+            for name in refused
+        ]
+        if refused:
+            results.update(_wait(settings, backend, refused))
+        if "postgres" in services and _restore_to_recover(settings, results["postgres"]):
+            notes += swap.recover(settings)  # a killed restore's swap, before anything else
+            results.update(_wait(settings, backend, ["postgres"]))
+        if "postgres" in services and results["postgres"].ok:
+            notes += roles.ensure(settings, backend)
+    except StackError as exc:
+        raise StackError(f"{exc.message.rstrip('.')}.{_undo(backend, started)}") from None
+    failed = {name: r for name, r in results.items() if not r.ok}
+    if failed:
+        detail = "; ".join(f"{name}: {r.detail.rstrip('.')}" for name, r in failed.items())
+        raise StackError(
+            f"The stack is not ready: {detail}.{_undo(backend, started)} See `inv logs` for "
+            "the services' output."
+        )
     return UpReport(started, results, time.monotonic() - began, notes)
 
 
@@ -170,15 +153,15 @@ def reset(
     Returns the safety backup (None when there was no database or none was wanted) and
     what was deleted.
     """
-    from scripts import backups
+    from scripts.ops import backup_files, backups
 
     with locked(settings):
         saved = None
         if safety_backup and backend.has_database():
             try:
-                up(settings, backend, ("postgres",))
-                saved = backups.create(
-                    settings, backend, name=f"before-reset-{backups.timestamp()}"
+                _up(settings, backend, ("postgres",))
+                saved = backups.dump(
+                    settings, backend, name=f"before-reset-{backup_files.timestamp()}"
                 ).path
             except StackError as exc:
                 copies = [n for n in swap.leftovers(settings) if swap.ASIDE_MARK in n]
@@ -202,14 +185,13 @@ def down(settings: Settings, backend: Backend) -> list[str]:
 
 def clean(settings: Settings, backend: Backend) -> list[str]:
     """Stop everything, remove the backend's leftovers and abandoned partial backups."""
-    from scripts import backups
 
     with locked(settings):
         leftovers: list[str] = []
         if probe_for(settings, "postgres")().ok:  # dropping needs the server: before stopping
             leftovers = swap.remove_leftovers(settings)
         removed = backend.clean()
-        return leftovers + removed + backups.remove_abandoned(settings)
+        return leftovers + removed + backup_files.remove_abandoned(settings)
 
 
 def connection_lines(settings: Settings) -> Mapping[str, str]:

@@ -11,7 +11,8 @@ import shlex
 
 from scripts import envfile
 from scripts.errors import StackError
-from scripts.settings import Settings, derive_url, mask_url
+from scripts.settings import Settings
+from scripts.urls import derive_url, mask_url
 
 FORMATS = ("dotenv", "shell", "json")
 MASK = "****"

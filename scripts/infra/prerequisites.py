@@ -11,13 +11,13 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from scripts.errors import StackError
-from scripts.processes import last_line
+from scripts.infra import run
+from scripts.infra.run import last_line
 
 PG_MAJOR = 15
 ADMINER_PACKAGE = "adminer"
@@ -75,21 +75,13 @@ def postgres_bindir() -> Path | None:
 
 
 def _major(binary: Path) -> int | None:
-    try:
-        out = subprocess.run(
-            [str(binary), "--version"], capture_output=True, text=True, check=False, timeout=10
-        ).stdout
-    except OSError:
-        return None
+    out = run.run([str(binary), "--version"], timeout=10).stdout
     match = re.search(r"(\d+)(?:\.\d+)?", out)
     return int(match[1]) if match else None
 
 
 def _version(argv: list[str], pattern: str) -> str | None:
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=10)
-    except OSError:
-        return None
+    out = run.run(argv, timeout=10)
     match = re.search(pattern, out.stdout + out.stderr)
     return match[1] if match else None
 
@@ -144,7 +136,8 @@ def native_checks(with_tools: bool) -> list[Check]:
 
 
 def compose_checks() -> list[Check]:
-    from scripts.docker_engine import compose_version, engine_version
+    from scripts.infra.compose_plugin import compose_version
+    from scripts.infra.docker import engine_version
 
     docker = shutil.which("docker")
     engine = engine_version() if docker else None
@@ -210,7 +203,7 @@ def install(missing: list[Check], *, yes: bool, again: str) -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for command in commands:
         say("info", f"Running: {shlex.join(command)}")
-        result = subprocess.run(command, env=env, check=False)
+        result = run.run(command, env=env, capture=False)
         if result.returncode != 0:
             raise StackError(
                 f"`{shlex.join(command)}` failed with exit code {result.returncode}: see its "
@@ -254,25 +247,14 @@ def fetch_adminer() -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="adminer-") as tmp:
         Path(tmp).chmod(0o755)
-        result = subprocess.run(
-            ["apt-get", "download", ADMINER_PACKAGE],
-            cwd=tmp,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        result = run.run(["apt-get", "download", ADMINER_PACKAGE], cwd=tmp)
         debs = list(Path(tmp).glob(f"{ADMINER_PACKAGE}_*.deb"))
         if result.returncode != 0 or not debs:
             raise StackError(
                 "Could not download Debian's adminer package "
                 f"({last_line(result.stderr, 'no package')}): run `apt-get update` and try again."
             )
-        unpacked = subprocess.run(
-            ["dpkg-deb", "-x", str(debs[0]), f"{tmp}/x"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        unpacked = run.run(["dpkg-deb", "-x", str(debs[0]), f"{tmp}/x"])
         page = Path(tmp) / "x/usr/share/adminer/adminer.php"
         if unpacked.returncode != 0 or not page.is_file():
             raise StackError(

@@ -1,0 +1,2 @@
+"""Infrastructure every layer above may use: processes, the network, probes, PostgreSQL,
+Docker, prerequisites. Imports nothing from scripts.ops or scripts.backends."""

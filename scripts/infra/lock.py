@@ -1,0 +1,30 @@
+"""One changing command per stack at a time: an exclusive flock on the state dir's .lock.
+
+The use cases take it where they start (scripts.ops); what they call runs under it and
+never takes it again. A second command waits, says so, and then sees the first one's result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from scripts.console import say
+
+
+@contextlib.contextmanager
+def held(state_dir: Path) -> Iterator[None]:
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(state_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say("info", "Another command is changing this stack; waiting for it…")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the file releases the lock
