@@ -2,7 +2,8 @@
 
 Each task parses its arguments, calls one function of scripts.ops.commands, and shows what
 it returns with scripts.views. A StackError (something the user can fix) ends the task with
-its one-line message and a non-zero exit.
+its one-line message and exit code 1; a usage error (a mistyped task or option, a bad value:
+scripts/cli.py) with exit code 2.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 # scripts/ would be compiled again on every call; let Python cache it as usual (__pycache__
 # is ignored by git) unless the environment asks otherwise.
 sys.dont_write_bytecode = bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))
+
+from scripts import cli  # noqa: E402 - after the bytecode setting above
+
+cli.install(value_words={"db.restore": {"--latest"}})
 
 
 def user_errors(func: F) -> F:
@@ -245,7 +250,7 @@ def db_shell(c: Context, command: str | None = None) -> None:
     """psql on the stack's database: interactive, or -c SQL."""
     from scripts.ops import commands
 
-    if code := commands.db_shell(command, c.remainder):
+    if code := commands.db_shell(command, cli.remainder()):
         raise Exit(code=code)
 
 
@@ -255,7 +260,7 @@ def redis_cli(c: Context, command: str | None = None) -> None:
     """redis-cli on the stack's Redis: interactive, or -c COMMAND."""
     from scripts.ops import commands
 
-    if code := commands.redis_cli(command, c.remainder):
+    if code := commands.redis_cli(command, cli.remainder()):
         raise Exit(code=code)
 
 
@@ -306,8 +311,8 @@ def db_prune(c: Context, keep: int = -1, yes: bool = False) -> None:
 @task(
     name="restore",
     help={
-        "file": "Backup file or directory (custom, directory, .sql, .sql.gz), or --latest for "
-        "the newest one in BACKUP_DIR.",
+        "file": "A backup's name in BACKUP_DIR (as `inv db.backups` lists it, with or without "
+        "its extension), a backup's path, or --latest for the newest backup",
         "into": "Restore into this new database beside the live one instead of replacing it.",
         "jobs": "Parallel restore jobs for custom and directory backups (default 2).",
         "yes": "Do not ask before replacing the live database.",
@@ -353,17 +358,36 @@ def redis_backup(c: Context) -> None:
     views.redis_backed_up(commands.redis_backup())
 
 
-@task(name="migrate", help={"status": "Only list the migrations and their state; apply none."})
+@task(
+    name="migrate",
+    help={
+        "status": "Only list the migrations and their state; apply none.",
+        "check": "Like --status, and exit 1 when a migration is pending, changed or missing "
+        "(a CI gate).",
+    },
+)
 @user_errors
-def db_migrate(c: Context, status: bool = False) -> None:
+def db_migrate(c: Context, status: bool = False, check: bool = False) -> None:
     """Apply new SQL migrations, each once, in a transaction."""
     from scripts import views
     from scripts.ops import commands
 
-    if status:
-        views.migrations(commands.migration_status())
-    else:
+    if not (status or check):
         views.migrated(commands.migrate())
+        return
+    rows = commands.migration_status()
+    views.migrations(rows)
+    if check and (bad := views.unmigrated(rows)):
+        raise Exit(f"✘ {bad}", code=1)
+
+
+@task(name="migration", help={"name": "What it does, e.g. add_agent_tags (words are joined by _)."})
+@user_errors
+def db_migration(c: Context, name: str) -> None:
+    """Create the next numbered migration file from a template."""
+    from scripts.ops import commands
+
+    print(commands.new_migration(name))
 
 
 @task(
@@ -400,7 +424,9 @@ def db_diagram(c: Context, output: str | None = None, yes: bool = False) -> None
     views.drawn(commands.diagram(output, yes=yes), default_output=output is None)
 
 
-db = Collection("db", db_shell, db_backup, db_backups, db_prune, db_restore, db_migrate, db_seed)
+db = Collection(
+    "db", db_shell, db_backup, db_backups, db_prune, db_restore, db_migrate, db_migration, db_seed
+)
 redis = Collection("redis", redis_cli, redis_backup)
 ns = Collection(
     init, setup, up_core, up, down, clean, reset, health, status, logs, validate, env, db, redis

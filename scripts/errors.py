@@ -19,3 +19,10 @@ class StackError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class UsageError(StackError):
+    """The command line asks for something impossible (a bad option value, a missing
+    argument): exit code 2, as for invoke's own usage errors (scripts/cli.py)."""
+
+    exit_code = 2

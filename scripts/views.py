@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scripts.console import display_path, human_size, mark, say, table
+from scripts.console import Cell, Marked, display_path, human_size, say, table
 
 if TYPE_CHECKING:
     from scripts.backends.base import Backend
@@ -147,10 +147,10 @@ def status(result: Status, *, as_json: bool) -> None:
         say("warn", problem)
 
 
-def _health(probe: ProbeResult | None) -> str:
+def _health(probe: ProbeResult | None) -> Cell:
     if probe is None:
         return "-"
-    return f"{mark('ok')} healthy" if probe.ok else f"{mark('fail')} {probe.detail}"
+    return Marked("ok", "healthy") if probe.ok else Marked("fail", probe.detail)
 
 
 def validated(report: Report, *, offline: bool, as_json: bool) -> None:
@@ -161,12 +161,13 @@ def validated(report: Report, *, offline: bool, as_json: bool) -> None:
         print(json.dumps(report.as_json(), indent=2))
         return
     marks = {"pass": "ok", "warn": "warn", "fail": "fail", "skip": "info"}
-    rows, shown = [], ""
+    rows: list[list[Cell]] = []
+    shown = ""
     for check in sorted(report.checks, key=lambda c: AREAS.index(c.area)):
         fix = f" → {check.fix}" if check.fix and check.status in ("fail", "warn") else ""
         area = check.area if check.area != shown else ""
         shown = check.area
-        rows.append([area, f"{mark(marks[check.status])} {check.name}", check.finding + fix])
+        rows.append([area, Marked(marks[check.status], check.name), check.finding + fix])
     table("inv validate" + (" --offline" if offline else ""), ["Area", "Check", "Finding"], rows)
     print(
         f"{counts['pass']} passed, {counts['warn']} warnings, {counts['fail']} failed, "
@@ -243,6 +244,22 @@ def restored(result: RestoreResult) -> None:
 
 def redis_backed_up(result: RedisBackup) -> None:
     say("ok", f"{display_path(result.path)}: {result.keys} keys, {human_size(result.size)}")
+
+
+def unmigrated(rows: Sequence[MigrationStatus]) -> str | None:
+    """What `inv db.migrate --check` fails on, in one sentence; None when all is applied."""
+    from scripts.ops.migrations import NOT_APPLIED
+
+    bad = [r for r in rows if r.state in NOT_APPLIED]
+    if not bad:
+        return None
+    listed = ", ".join(f"{r.version}_{r.name} {r.state}" for r in bad)
+    fixes = []
+    if any(r.state == "pending" for r in bad):
+        fixes.append("`inv db.migrate` applies what is pending")
+    if any(r.state != "pending" for r in bad):
+        fixes.append("a changed or missing file must be put back as it was applied")
+    return f"Migrations not applied as they are ({listed}): {'; '.join(fixes)}."
 
 
 def migrations(rows: Sequence[MigrationStatus]) -> None:

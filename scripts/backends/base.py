@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from scripts.errors import StackError
+from scripts.errors import UsageError
 
 if TYPE_CHECKING:
     from scripts.settings import Settings
@@ -30,6 +30,25 @@ class ServiceState:
     detail: str = ""  # pid or container name, for people
     data_bytes: int | None = None
     pid: int | None = None  # the server's process, on the native backend
+
+
+@dataclass(frozen=True)
+class LogLine:
+    at: float | None  # when it was written (seconds since the epoch), if the line says
+    text: str
+
+
+class LogSource(Protocol):
+    """One service's log: the last lines, then (when followed) what is written after them."""
+
+    def past(self, tail: int) -> list[LogLine]:
+        """The last `tail` lines; what `new` returns starts after them."""
+
+    def new(self) -> list[LogLine]:
+        """The complete lines written since the last call, without waiting."""
+
+    def close(self) -> None:
+        """Stop reading (a follower process ends)."""
 
 
 class Backend(Protocol):
@@ -60,8 +79,9 @@ class Backend(Protocol):
     def exit_reason(self, service: str) -> str | None:
         """Why a starting service can never become ready (it exited), else None."""
 
-    def logs(self, services: Sequence[str], follow: bool, tail: int) -> None:
-        """Print (and follow) the services' logs, each line prefixed with its service."""
+    def log_source(self, service: str, *, follow: bool) -> LogSource:
+        """A service's log, its lines with the time each was written (scripts.ops.logs
+        merges the services' lines in time order)."""
 
     def psql(self, sql: str | None, extra: Sequence[str] = ()) -> int:
         """Run psql on the stack's database: interactive, or one command."""
@@ -120,7 +140,11 @@ def check_services(names: Sequence[str]) -> list[str]:
     """Validate service names given on the command line."""
     unknown = [n for n in names if n not in SERVICES]
     if unknown:
-        raise StackError(
-            f"No service named {', '.join(unknown)}: choose from {', '.join(SERVICES)}."
+        from scripts.console import closest
+
+        guess = closest(unknown[0], SERVICES)
+        hint = f"did you mean {guess}? " if guess else ""
+        raise UsageError(
+            f"No service named {', '.join(unknown)}: {hint}choose from {', '.join(SERVICES)}."
         )
     return list(names) or list(SERVICES)

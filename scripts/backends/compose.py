@@ -8,7 +8,10 @@ pg tools run inside the postgres container, so the host needs no PostgreSQL clie
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
+import queue
+import re
 import secrets
 import sys
 import threading
@@ -16,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scripts.backends.base import CORE, SERVICES, ServiceState
+from scripts.backends.base import CORE, SERVICES, LogLine, ServiceState
 from scripts.console import display_path
 from scripts.errors import StackError
 from scripts.infra import net, run
@@ -286,30 +289,8 @@ class ComposeBackend:
         state = f"{row.get('State')} (exit code {row.get('ExitCode', '?')})"
         return f"container {self.container(service)} is {state}: see `inv logs -s {service}`"
 
-    def logs(self, services: Sequence[str], follow: bool, tail: int) -> None:
-        """One `docker compose logs` per service, its lines prefixed with the service name
-        (Compose itself would prefix the container name)."""
-        width = max(len(s) for s in services)
-        args = ["--profile", "*", "logs", "--no-log-prefix", "--tail", str(tail)]
-        if follow:
-            args.append("--follow")
-        readers = []
-        env = self.settings.subprocess_env()
-        lock = threading.Lock()
-        for service in services:
-            proc = run.start(
-                compose_argv(self.settings, *args, service), env=env, stderr=run.STDOUT
-            )
-            thread = threading.Thread(target=_prefix_lines, args=(proc, service, width, lock))
-            thread.start()
-            readers.append((proc, thread))
-        try:
-            for proc, thread in readers:
-                thread.join()
-                proc.wait()
-        except KeyboardInterrupt:
-            for proc, _ in readers:
-                proc.terminate()
+    def log_source(self, service: str, *, follow: bool) -> ComposeLog:
+        return ComposeLog(self.settings, service, follow=follow)
 
     def _exec(self, service: str, argv: Sequence[str]) -> int:
         tty = [] if sys.stdin.isatty() and sys.stdout.isatty() else ["-T"]
@@ -411,12 +392,69 @@ def _engine_failure(stderr: str) -> str:
     )
 
 
-def _prefix_lines(proc: run.Process, service: str, width: int, lock: threading.Lock) -> None:
-    assert proc.stdout is not None
-    for raw in proc.stdout:
-        line = raw.decode("utf-8", "replace").rstrip("\n")
-        with lock:
-            print(f"{service:<{width}} | {line}", flush=True)
+class ComposeLog:
+    """A service's log through `docker compose logs --timestamps`: the last lines from one
+    call, then (following) a second one with --follow, read by a thread into a queue."""
+
+    def __init__(self, settings: Settings, service: str, *, follow: bool) -> None:
+        self.settings = settings
+        self.service = service
+        self.follow = follow
+        self.lines: queue.SimpleQueue[LogLine] = queue.SimpleQueue()
+        self.proc: run.Process | None = None
+        self.seen: set[tuple[float | None, str]] = set()
+
+    def _argv(self, *args: str) -> list[str]:
+        logs = ["--profile", "*", "logs", "--no-log-prefix", "--timestamps", *args]
+        return compose_argv(self.settings, *logs, self.service)
+
+    def past(self, tail: int) -> list[LogLine]:
+        env = self.settings.subprocess_env()
+        since = dt.datetime.now(dt.UTC)
+        lines = []
+        if tail:
+            result = run.run(self._argv("--tail", str(tail)), env=env, timeout=60)
+            lines = [_timed(line) for line in result.stdout.splitlines() if line.strip()]
+        if self.follow:
+            # From the time the past lines were asked for, so that nothing written meanwhile
+            # is lost; what both calls return is dropped again in new().
+            self.seen = {(line.at, line.text) for line in lines}
+            start = since.isoformat(timespec="microseconds").replace("+00:00", "Z")
+            argv = self._argv("--since", start, "--follow")
+            self.proc = run.start(argv, env=env, stderr=run.STDOUT)
+            threading.Thread(target=self._read, daemon=True).start()
+        return lines
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self.lines.put(_timed(raw.decode("utf-8", "replace").rstrip("\n")))
+
+    def new(self) -> list[LogLine]:
+        found = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                line = self.lines.get_nowait()
+                if (line.at, line.text) not in self.seen:
+                    found.append(line)
+        return found
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait()
+
+
+def _timed(line: str) -> LogLine:
+    """A line of `docker compose logs --timestamps`: RFC 3339 time (nanoseconds), a space,
+    the text."""
+    stamp, _, text = line.partition(" ")
+    found = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", stamp)
+    if not found:
+        return LogLine(None, line)
+    fraction = (found[2] or "0")[:6].ljust(6, "0")
+    when = dt.datetime.fromisoformat(f"{found[1]}.{fraction}{found[3].replace('Z', '+00:00')}")
+    return LogLine(when.timestamp(), text)
 
 
 def _parse_size(text: str) -> int:

@@ -10,7 +10,7 @@ import json
 import shlex
 
 from scripts import envfile
-from scripts.errors import StackError
+from scripts.errors import UsageError
 from scripts.settings import Settings
 from scripts.urls import derive_url, mask_url
 
@@ -53,4 +53,4 @@ def render(values: dict[str, str], fmt: str) -> str:
         return "\n".join(f"export {key}={shlex.quote(value)}" for key, value in values.items())
     if fmt == "dotenv":
         return "\n".join(f"{key}={envfile.quote(value)}" for key, value in values.items())
-    raise StackError(f"--format {fmt!r} is not a format: use dotenv, shell or json.", exit_code=2)
+    raise UsageError(f"--format {fmt!r} is not a format: use dotenv, shell or json.")

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scripts.console import display_path
-from scripts.errors import StackError
+from scripts.console import closest, display_path
+from scripts.errors import StackError, UsageError
 
 if TYPE_CHECKING:
     from scripts.settings import Settings
@@ -237,9 +237,45 @@ def latest(settings: Settings) -> Path:
     return backups[-1].path
 
 
+def find(settings: Settings, name: str) -> Path:
+    """The backup a user names: a name in BACKUP_DIR (as `inv db.backups` lists it, with or
+    without its extension), else a path. A bare name is looked up in BACKUP_DIR first."""
+    given = Path(name).expanduser()
+    bare = "/" not in name and name not in (".", "..")
+    if bare:
+        exact = settings.backup_dir / name
+        if exact.exists() and not name.startswith(PARTIAL_PREFIX):
+            return exact.absolute()
+        found = [settings.backup_dir / (name + suffix) for suffix in (*FORMATS.values(), ".sql")]
+        found = [p for p in found if p.exists()]
+        if len(found) > 1:
+            names = ", ".join(p.name for p in found)
+            raise UsageError(f"{name!r} names {len(found)} backups ({names}): give the full name.")
+        if found:
+            return found[0].absolute()
+    if given.exists():
+        return given.absolute()
+    known = [i.path.name for i in list_backups(settings, check=False)] if bare else []
+    stems = {n: n for n in known} | {_stem(n): n for n in known}
+    guess = closest(name, stems)
+    hint = f"did you mean {stems[guess]!r}? " if guess else ""
+    where = display_path(settings.backup_dir)
+    raise StackError(
+        f"No backup named {name!r} in {where} and no such path: {hint}"
+        "(`inv db.backups` lists them)."
+    )
+
+
+def _stem(name: str) -> str:
+    for suffix in (*FORMATS.values(), ".sql"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def prune_candidates(settings: Settings, keep: int) -> list[BackupInfo]:
     if keep < 0:
-        raise StackError(f"--keep {keep} is negative: give how many backups to keep (0 or more).")
+        raise UsageError(f"--keep {keep} is negative: give how many backups to keep (0 or more).")
     backups = list_backups(settings, check=False)
     return backups[: max(0, len(backups) - keep)]
 

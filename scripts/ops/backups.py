@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from scripts import files
-from scripts.console import display_path
-from scripts.errors import StackError
+from scripts.console import Progress, display_path
+from scripts.errors import StackError, UsageError
 from scripts.infra import lock, run
 from scripts.ops.backup_files import (
     FORMATS,
@@ -36,13 +36,13 @@ from scripts.ops.backup_files import (
     write_failed,
     write_private,
 )
+from scripts.ops.progress import watched
 
 if TYPE_CHECKING:
     from scripts.backends.base import Backend
     from scripts.settings import Settings
 
 _CHUNK = 1 << 20
-Progress = Callable[[int, int, str], None]  # (done, total, what)
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,10 @@ class BackupResult:
 
 def _name(settings: Settings, fmt: str, name: str | None) -> str:
     if fmt not in FORMATS:
-        raise StackError(f"--format {fmt!r} is not a backup format: use custom, sql or directory.")
+        raise UsageError(f"--format {fmt!r} is not a backup format: use custom, sql or directory.")
     base = name or f"{settings.postgres_db}-{timestamp()}"
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", base) or base.startswith(PARTIAL_PREFIX):
-        raise StackError(
+        raise UsageError(
             f"--name {base!r} is not a usable file name: use letters, digits, '.', '_' and '-'."
         )
     return base if base.endswith(FORMATS[fmt]) else base + FORMATS[fmt]
@@ -97,6 +97,22 @@ def user_tables(query: Callable[[str], Rows]) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
+def row_estimates(query: Callable[[str], Rows]) -> dict[str, int]:
+    """The planner's row counts of the tables user_tables lists (pg_class.reltuples, 0 where
+    never analysed): a dump's progress is measured against them while the exact counts are
+    taken beside it."""
+    rows = query(
+        """
+        SELECT format('%I.%I', n.nspname, c.relname), greatest(c.reltuples, 0)::bigint
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p')
+          AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+          AND n.nspname NOT LIKE 'pg_toast%'
+        """
+    )
+    return {str(name).removeprefix("public."): int(count) for name, count in rows}
+
+
 def row_counts(query: Callable[[str], Rows], tables: list[str]) -> dict[str, int]:
     counts = {}
     for table in tables:
@@ -132,9 +148,9 @@ def dump(
 ) -> BackupResult:
     """`create`, for a use case that holds the stack's lock already (reset, restore)."""
     if jobs < 1:
-        raise StackError(f"--jobs {jobs} is not a number of parallel jobs: use 1 or more.")
+        raise UsageError(f"--jobs {jobs} is not a number of parallel jobs: use 1 or more.")
     if jobs > 1 and fmt != "directory":
-        raise StackError("--jobs needs --format directory (pg_dump writes in parallel only there).")
+        raise UsageError("--jobs needs --format directory (pg_dump writes in parallel only there).")
     return _create(
         settings, backend, fmt=fmt, final=_final_path(settings, fmt, name), jobs=jobs,
         progress=progress,
@@ -177,16 +193,18 @@ def _create(
             version = str(query("SHOW server_version")[0][0])
             # Counting rows in the snapshot's own transaction while pg_dump runs hides the
             # cost (a scan of every table) behind the dump.
+            estimates = row_estimates(query)
             counting = counter.submit(row_counts, query, tables)
             args = [f"--snapshot={snapshot_id}", "--verbose", "-d", settings.postgres_db]
-            if fmt == "directory":
-                _dump_directory(
-                    backend, args, partial, jobs=jobs, tables=len(tables), progress=progress
-                )
-                digest, size = hash_directory(partial)
-            else:
-                args += ["--format=custom"] if fmt == "custom" else ["--format=plain", "-Z", "6"]
-                digest, size = _dump_stream(backend, args, partial, len(tables), progress)
+            with watched(settings, settings.postgres_db, estimates, progress, command="COPY TO"):
+                if fmt == "directory":
+                    _dump_directory(backend, args, partial, jobs=jobs)
+                    digest, size = hash_directory(partial)
+                else:
+                    args += (
+                        ["--format=custom"] if fmt == "custom" else ["--format=plain", "-Z", "6"]
+                    )
+                    digest, size = _dump_stream(backend, args, partial)
             counts = counting.result()
         manifest = Manifest(
             file=final.name,
@@ -221,9 +239,7 @@ def _create(
     return BackupResult(final, manifest)
 
 
-def _dump_stream(
-    backend: Backend, args: list[str], partial: Path, tables: int, progress: Progress | None
-) -> tuple[str, int]:
+def _dump_stream(backend: Backend, args: list[str], partial: Path) -> tuple[str, int]:
     """pg_dump into `partial`, fsynced; return its sha256 and size.
 
     Where pg_dump runs on this machine it writes the file itself: a seekable custom archive
@@ -236,13 +252,13 @@ def _dump_stream(
     if backend.local_files:
         os.close(fd)
         argv, env = backend.pg_command("pg_dump", [*args, "--file", str(partial)])
-        with run_tool(argv, env, tables, progress, "pg_dump", stdout=run.DEVNULL):
+        with run_tool(argv, env, "pg_dump", stdout=run.DEVNULL):
             pass
         with partial.open("rb") as handle:
             os.fsync(handle.fileno())
         return hash_file(partial)
     argv, env = backend.pg_command("pg_dump", args)
-    with os.fdopen(fd, "wb") as out, run_tool(argv, env, tables, progress, "pg_dump") as proc:
+    with os.fdopen(fd, "wb") as out, run_tool(argv, env, "pg_dump") as proc:
         assert proc.stdout is not None
         while chunk := proc.stdout.read(_CHUNK):
             digest.update(chunk)
@@ -260,20 +276,12 @@ def _dump_stream(
     return digest.hexdigest(), size
 
 
-def _dump_directory(
-    backend: Backend,
-    args: list[str],
-    partial: Path,
-    *,
-    jobs: int,
-    tables: int,
-    progress: Progress | None,
-) -> None:
+def _dump_directory(backend: Backend, args: list[str], partial: Path, *, jobs: int) -> None:
     with backend.pg_output_dir(partial) as target:
         argv, env = backend.pg_command(
             "pg_dump", [*args, "--format=directory", f"--jobs={jobs}", "-f", target]
         )
-        with run_tool(argv, env, tables, progress, "pg_dump", stdout=run.DEVNULL):
+        with run_tool(argv, env, "pg_dump", stdout=run.DEVNULL):
             pass
     partial.chmod(0o700)
     for path in partial.iterdir():
@@ -287,20 +295,18 @@ def _dump_directory(
 def run_tool(
     argv: list[str],
     env: dict[str, str],
-    tables: int,
-    progress: Progress | None,
     name: str,
     *,
     stdin: int | None = None,
     stdout: int = run.PIPE,
 ) -> Iterator[run.Process]:
-    """Run a pg tool; count its --verbose per-table lines as progress; end with its error.
+    """Run a pg tool; keep the errors of its --verbose output; end with its first error.
 
     Leaving the block waits for the tool; an exception (Ctrl-C included) stops it first.
     """
     proc = run.start(argv, env=env, stdin=stdin, stdout=stdout)
     errors: list[str] = []
-    reader = threading.Thread(target=_follow, args=(proc.stderr, tables, progress, errors))
+    reader = threading.Thread(target=_follow, args=(proc.stderr, errors))
     reader.start()
     try:
         yield proc
@@ -328,18 +334,10 @@ class ToolFailed(StackError):
         self.detail = detail
 
 
-def _follow(
-    stream: IO[bytes] | None, tables: int, progress: Progress | None, errors: list[str]
-) -> None:
-    """Read a pg tool's --verbose output: a table's data starting is progress, errors kept."""
-    seen: set[str] = set()
+def _follow(stream: IO[bytes] | None, errors: list[str]) -> None:
+    """Read a pg tool's --verbose output for its errors (progress comes from the server)."""
     assert stream is not None
     for raw in stream:
         line = raw.decode("utf-8", "replace").strip()
-        what = re.search(r"(?:processing data for|dumping contents of) table \"?([^\"]+)\"?", line)
-        if what:
-            seen.add(what[1])
-            if progress is not None:
-                progress(min(len(seen), tables), tables, what[1])
-        elif re.search(r"(?:^|: )(?:error|ERROR|FATAL|fatal):", line):
+        if re.search(r"(?:^|: )(?:error|ERROR|FATAL|fatal):", line):
             errors.append(re.sub(r"^(pg_dump|pg_restore|psql): (error: )?", "", line))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scripts.errors import StackError
+from scripts.errors import StackError, UsageError
 from scripts.ops.preflight import CHANGE, READ, STOP, open_stack
 
 if TYPE_CHECKING:
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 Ask = Callable[[str, str], None]
 CORE = ("postgres", "redis")
 ALL = ("postgres", "redis", "adminer")
-LATEST = "--latest"  # invoke has no optional positional: `--latest` arrives as the FILE
 
 
 @dataclass(frozen=True)
@@ -143,10 +142,16 @@ def status() -> Status:
 
 def logs(services: str, *, follow: bool, tail: int) -> None:
     from scripts.backends.base import check_services
+    from scripts.errors import UsageError
+    from scripts.ops import logs as service_logs
 
+    if tail < 0:
+        raise UsageError(
+            f"--tail {tail} is negative: give how many past lines to show (0 or more)."
+        )
     names = check_services([s.strip() for s in services.split(",") if s.strip()])
     _, backend = open_stack(READ, announce=False)
-    backend.logs(names, follow, tail)
+    service_logs.show(backend, names, follow=follow, tail=tail)
 
 
 def env(fmt: str, *, show_secrets: bool) -> str:
@@ -180,14 +185,28 @@ def open_adminer() -> Opened:
     )
 
 
-def db_shell(command: str | None, remainder: str) -> int:
-    _, backend = open_stack(READ, announce=False)
-    return backend.psql(command, shlex.split(remainder))
+def db_shell(command: str | None, remainder: Sequence[str]) -> int:
+    """psql on the stack's database; the arguments after `--` go to psql as they are."""
+    settings, backend = open_stack(READ, announce=False)
+    _running(settings, "postgres")
+    return backend.psql(command, list(remainder))
 
 
-def redis_cli(command: str | None, remainder: str) -> int:
-    _, backend = open_stack(READ, announce=False)
-    return backend.redis_cli(shlex.split(command or "") + shlex.split(remainder))
+def redis_cli(command: str | None, remainder: Sequence[str]) -> int:
+    """redis-cli on the stack's Redis; -c is split like a shell would, `--` arguments not."""
+    settings, backend = open_stack(READ, announce=False)
+    _running(settings, "redis")
+    return backend.redis_cli(shlex.split(command or "") + list(remainder))
+
+
+def _running(settings: Settings, service: str) -> None:
+    """Refuse a client for a server that is not running, as every other task does."""
+    from scripts.ops import stack
+
+    result = stack.probe_for(settings, service)()
+    if result.refused:
+        name = {"postgres": "PostgreSQL", "redis": "Redis"}[service]
+        raise StackError(f"{name} is not running ({result.detail}): start it with `inv up-core`.")
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -213,7 +232,7 @@ def prune(keep: int, *, yes: bool, ask: Ask) -> list[BackupInfo]:
     from scripts.ops import backup_files
 
     if keep == -1:  # invoke types an option by its default: -1 means "not given"
-        raise StackError("Say how many backups to keep, e.g. `inv db.prune --keep 5`.")
+        raise UsageError("Say how many backups to keep, e.g. `inv db.prune --keep 5`.")
     settings, _ = open_stack(READ, announce=False)
     doomed = backup_files.prune_candidates(settings, keep)
     if doomed and not yes:
@@ -225,6 +244,9 @@ def prune(keep: int, *, yes: bool, ask: Ask) -> list[BackupInfo]:
     for info in doomed:
         backup_files.delete(info)
     return doomed
+
+
+LATEST = "--latest"  # invoke has no optional positional: `--latest` arrives as the FILE
 
 
 def restore(
@@ -243,7 +265,7 @@ def restore(
 
     settings, backend = open_stack(CHANGE)
     restore_checks.check_into(settings, into)
-    path = backup_files.latest(settings) if file == LATEST else Path(file).expanduser().absolute()
+    path = backup_files.latest(settings) if file == LATEST else backup_files.find(settings, file)
     with restore_checks.opened(path, backend) as checked:
         say("ok", f"{display_path(path)}: {checked.format} backup, checks passed")
         if into is None:
@@ -279,6 +301,12 @@ def migration_status() -> list[MigrationStatus]:
 
     settings, _ = open_stack(READ)
     return migrations.status(settings)
+
+
+def new_migration(name: str) -> Path:
+    from scripts.ops import migrations
+
+    return migrations.create(name)
 
 
 def migrate() -> list[Applied]:

@@ -162,6 +162,46 @@ def status(settings: Settings, directory: Path = MIGRATIONS_DIR) -> list[Migrati
     return rows
 
 
+NOT_APPLIED = ("pending", "changed", "missing")  # the states `inv db.migrate --check` fails on
+
+_TEMPLATE = """\
+-- {filename}: {title}
+--
+-- Applied once by `inv db.migrate`, in one transaction that the runner opens: no BEGIN,
+-- COMMIT or ROLLBACK here (SAVEPOINT is fine), nothing that cannot run in a transaction
+-- (CREATE INDEX CONCURRENTLY, VACUUM). Once applied anywhere, never edit this file: add a
+-- new migration instead. docker/migrations/README.md has the rules.
+
+"""
+
+
+def create(name: str, directory: Path = MIGRATIONS_DIR) -> Path:
+    """Write the next numbered migration file, NNNN_name.sql, from the template.
+
+    `name` may be words ("add agent tags"): it becomes lower-case words joined by "_". The
+    number is one more than the highest in the directory, written with as many digits.
+    """
+    from scripts.errors import UsageError
+
+    slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+    if not slug:
+        raise UsageError(
+            f"{name!r} gives no file name: use letters and digits, e.g. "
+            "`inv db.migration add_agent_tags`."
+        )
+    migrations = discover(directory)
+    last = migrations[-1].version if migrations else "0000"
+    version = str(int(last) + 1).zfill(len(last))
+    path = directory / f"{version}_{slug}.sql"
+    title = slug.replace("_", " ")
+    try:
+        with path.open("x", encoding="utf-8") as handle:  # never over a file written meanwhile
+            handle.write(_TEMPLATE.format(filename=path.name, title=title))
+    except FileExistsError:
+        raise StackError(f"{path.name} exists already: run the command again.") from None
+    return path
+
+
 def _order(version: str) -> tuple[int, str]:
     return (int(version) if version.isdigit() else -1, version)
 
@@ -206,6 +246,11 @@ def _apply(
     if hashlib.sha256(data).hexdigest() != migration.checksum:
         raise StackError(
             f"Migration {migration.filename} changed while migrating: run `inv db.migrate` again."
+        )
+    if not any(_statements(data.decode("utf-8"))):
+        raise StackError(
+            f"Migration {migration.filename} has no SQL statement yet: write it (or delete the "
+            "file), then run `inv db.migrate` again."
         )
     began = time.monotonic()
     try:

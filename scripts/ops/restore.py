@@ -18,11 +18,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scripts.console import display_path
-from scripts.errors import StackError
+from scripts.console import Progress, display_path
+from scripts.errors import StackError, UsageError
 from scripts.infra import crashpoints, plainsql, run
 from scripts.ops import backup_files, backups, swap
-from scripts.ops.backups import Progress
+from scripts.ops.progress import watched
 from scripts.ops.restore_checks import Checked, check_into, check_origin
 
 _CHUNK = 1 << 20
@@ -58,13 +58,23 @@ def restore(
     import psycopg
 
     if jobs < 1:
-        raise StackError(f"--jobs {jobs} is not a number of parallel jobs: use 1 or more.")
+        raise UsageError(f"--jobs {jobs} is not a number of parallel jobs: use 1 or more.")
     check_into(settings, into)
     began = time.monotonic()
     journal, replacing, password = _begin(settings, checked, into, force=force_other_database)
     try:
         crashpoints.reached("restore.scratch.created")
-        _load(backend, checked, journal, password, jobs=jobs, progress=progress)
+        totals = checked.manifest.tables if checked.manifest else {}
+        with watched(
+            settings,
+            journal.scratch,
+            totals,
+            progress,
+            command="COPY FROM",
+            indexes=True,
+            admin=True,
+        ):
+            _load(backend, checked, journal, password, jobs=jobs)
         crashpoints.reached("restore.loaded")
         counts = _checked_copy(settings, checked, journal, replacing, force_other_database)
         saved = None
@@ -205,7 +215,6 @@ def _load(
     password: str,
     *,
     jobs: int,
-    progress: Progress | None,
 ) -> None:
     login = (journal.role, password)
     if checked.inside is not None:
@@ -223,7 +232,7 @@ def _load(
             ],
             login,
         )
-        with backups.run_tool(argv, env, checked.entries, progress, "pg_restore"):
+        with backups.run_tool(argv, env, "pg_restore"):
             pass
         return
     # Plain SQL: psql in one transaction, stopping at the first error.
@@ -248,7 +257,7 @@ def _load(
     scan = plainsql.Scan(drop_owners=True)
     with (
         opener(checked.path, "rb") as source,
-        backups.run_tool(argv, env, 0, None, "psql", stdin=run.PIPE, stdout=run.DEVNULL) as proc,
+        backups.run_tool(argv, env, "psql", stdin=run.PIPE, stdout=run.DEVNULL) as proc,
     ):
         assert proc.stdin is not None
         try:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from scripts.console import display_path
-from scripts.errors import StackError
+from scripts.errors import StackError, UsageError
 from scripts.infra import plainsql, run
 from scripts.ops import backup_files, swap
 from scripts.ops.backup_files import Manifest, detect_format
@@ -139,21 +139,16 @@ def check_into(settings: Settings, into: str | None) -> None:
     if into is None:
         return
     if not into.strip():
-        raise StackError(
-            "--into needs the name of a new database, e.g. --into scratch_copy.", exit_code=2
-        )
+        raise UsageError("--into needs the name of a new database, e.g. --into scratch_copy.")
     if len(into.encode()) > MAX_NAME:
-        raise StackError(
+        raise UsageError(
             f"--into {into!r} is longer than PostgreSQL's {MAX_NAME}-byte limit (it would be cut "
             "short): choose a shorter name.",
-            exit_code=2,
         )
     if into == settings.postgres_db:
-        raise StackError(
-            f"--into {into!r} is the live database: leave --into out to replace it.", exit_code=2
-        )
+        raise UsageError(f"--into {into!r} is the live database: leave --into out to replace it.")
     if swap.LEFTOVER.search(into) or into.startswith(swap.ROLE_PREFIX):
-        raise StackError(f"--into {into!r} looks like a restore's scratch name: choose another.")
+        raise UsageError(f"--into {into!r} looks like a restore's scratch name: choose another.")
 
 
 def check_origin(settings: Settings, checked: Checked, *, force: bool) -> None:

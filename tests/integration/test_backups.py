@@ -1022,6 +1022,30 @@ def test_restore_latest_picks_the_newest_backup(stack: Settings, inv: Inv, tmp_p
         _remove_rows(stack)
 
 
+def test_restore_finds_a_backup_by_the_name_the_list_shows(
+    stack: Settings, inv: Inv, tmp_path: Path
+) -> None:
+    """`inv db.backups` lists names; `inv db.restore NAME` takes them, with or without the
+    extension, from any directory the command runs in."""
+    backup_dir = tmp_path / "backups"
+    at_backup = _checksums(stack)
+    _ok(inv("db.backup", "--name", "before-mig", env=_env(backup_dir)))
+    assert "before-mig.dump" in _ok(inv("db.backups", env=_env(backup_dir))).stdout
+    for name in ("before-mig.dump", "before-mig"):
+        into = f"{PREFIX}named_{uuid.uuid4().hex[:8]}"
+        try:
+            result = _ok(inv("db.restore", name, "--into", into, env=_env(backup_dir)))
+            assert "before-mig.dump" in result.stdout
+            assert _checksums(stack, into) == at_backup
+        finally:
+            _drop_database(stack, into)
+
+    typo = inv("db.restore", "befor-mig", "--yes", env=_env(backup_dir))
+    message = _assert_refused(typo, "befor-mig", "before-mig.dump", "inv db.backups")
+    assert "did you mean" in message
+    assert _checksums(stack) == at_backup
+
+
 def test_a_sql_file_cannot_write_into_the_live_database(
     stack: Settings, inv: Inv, tmp_path: Path
 ) -> None:

@@ -6,9 +6,12 @@ Runs against the isolated stack of `nox -s integration`, on either backend.
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -297,8 +300,66 @@ def test_logs_show_each_service_prefixed(running: Settings, inv: Inv) -> None:
     assert "Ready to accept connections" in both.stdout  # redis says it this way
 
     unknown = inv("logs", "-s", "mysql")
-    assert unknown.returncode == 1
+    assert unknown.returncode == 2  # a usage error
     assert "mysql" in unknown.stderr and "postgres" in unknown.stderr
+
+
+def test_logs_follow_merges_the_services_in_the_order_things_happened(
+    running: Settings, inv: Inv
+) -> None:
+    """Alternate events in PostgreSQL (a refused login) and Redis (a BGSAVE) while
+    `inv logs --follow` runs: its output has them in that order, and its times never go back."""
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "logs", "--follow", "--tail", "1", "-s", "postgres,redis"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    assert follower.stdout is not None
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(follower.stdout or []), daemon=True)
+    reader.start()
+    tag = uuid.uuid4().hex[:8]
+    try:
+        deadline = time.monotonic() + 60
+        while len(seen) < 2:  # the last line of each: the follower reads both logs
+            assert follower.poll() is None and time.monotonic() < deadline, "".join(seen)
+            time.sleep(0.05)
+        client = redis.Redis(
+            host=running.connect_host,
+            port=running.redis_port,
+            password=running.redis_password.reveal(),
+            socket_timeout=10,
+        )
+        for _ in range(2):
+            with pytest.raises(psycopg.OperationalError):
+                psycopg.connect(
+                    host=running.connect_host,
+                    port=running.postgres_port,
+                    user=f"nobody_{tag}",
+                    password="x",
+                    dbname=running.postgres_db,
+                    connect_timeout=10,
+                )
+            time.sleep(0.2)  # the next event is later, by the servers' clocks too
+            client.bgsave()
+            time.sleep(0.2)
+        while sum("Background saving started" in line for line in seen) < 2:
+            assert time.monotonic() < deadline, "".join(seen)
+            time.sleep(0.05)
+    finally:
+        follower.send_signal(signal.SIGINT)
+        follower.wait(timeout=30)
+        reader.join(timeout=10)
+    events = [
+        line.split(" | ")[0].strip()
+        for line in seen
+        if (f"nobody_{tag}" in line and "FATAL" in line) or "Background saving started" in line
+    ]
+    assert events == ["postgres", "redis", "postgres", "redis"], "".join(seen)
+    assert follower.returncode in (0, 130, -signal.SIGINT), "".join(seen)
 
 
 def test_db_shell_and_redis_cli_run_one_command(running: Settings, inv: Inv) -> None:
@@ -314,6 +375,27 @@ def test_db_shell_and_redis_cli_run_one_command(running: Settings, inv: Inv) -> 
     assert "PONG" in pong.stdout
 
 
+def test_arguments_after_a_double_dash_reach_the_client_as_typed(
+    running: Settings, inv: Inv
+) -> None:
+    with connect(running) as conn:
+        row = conn.execute("SELECT count(*) FROM ai_agents").fetchone()
+    assert row is not None
+    counted = inv("db.shell", "--", "-tA", "-c", "select count(*) from ai_agents")
+    assert counted.returncode == 0, counted.stdout + counted.stderr
+    assert counted.stdout.strip() == str(row[0]), "psql got -tA and the whole query as one"
+    assert "extra command-line argument" not in counted.stderr
+
+    key, value = "inv test: key with spaces", "a value 'quoted' and \"double\""
+    try:
+        stored = inv("redis.cli", "--", "SET", key, value)
+        assert stored.returncode == 0 and "OK" in stored.stdout, stored.stdout + stored.stderr
+        read = inv("redis.cli", "--", "--raw", "GET", key)
+        assert read.stdout.rstrip("\n") == value, read.stdout + read.stderr
+    finally:
+        inv("redis.cli", "--", "DEL", key)
+
+
 def test_up_adds_adminer_and_down_stops_everything(running: Settings, inv: Inv) -> None:
     result = inv("up")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -323,6 +405,14 @@ def test_up_adds_adminer_and_down_stops_everything(running: Settings, inv: Inv) 
     assert inv("down").returncode == 0
     for port in (running.postgres_port, running.redis_port, running.adminer_port):
         assert not listening_addresses(port), f"something listens on {port} after `inv down`"
+
+    # The clients on a stopped stack say what every other task says: `inv up-core`.
+    for client in (("db.shell", "-c", "select 1"), ("redis.cli", "-c", "ping")):
+        stopped = inv(*client)
+        assert stopped.returncode == 1, (client, stopped.stdout + stopped.stderr)
+        lines = [line for line in stopped.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and "`inv up-core`" in lines[0], (client, stopped.stderr)
+        assert "is not running" in lines[0], (client, stopped.stderr)
 
 
 def _converse(argv: list[str], lines: list[bytes], prompt: bytes, timeout: float = 60) -> bytes:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import socket
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -22,9 +25,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from scripts import envfile
+from scripts.console import Amount
 from scripts.errors import StackError
 from scripts.ops import migrations, seed
 from scripts.settings import ROOT, Secret, Settings
+from tests.integration.helpers import Checkout
 
 Conn = psycopg.Connection[Any]
 
@@ -400,6 +406,65 @@ def test_concurrent_runs_apply_each_migration_once(scratch: Settings, tmp_path: 
     assert query(scratch, "SELECT version FROM runs ORDER BY version") == [("0002",), ("0003",)]
 
 
+def test_a_new_migration_file_and_the_check_gate(scratch: Settings, tmp_path: Path) -> None:
+    """`inv db.migration NAME` writes the next numbered file from the template, and
+    `inv db.migrate --check` fails while anything is pending or changed: a CI gate. Run in a
+    clone (its own docker/migrations), on a scratch database of the test stack."""
+    clone = Checkout.clone(tmp_path / "clone")
+    folder = clone.root / "docker" / "migrations"
+    env_file = tmp_path / "scratch.env"
+    env_file.write_bytes(scratch.env_file.read_bytes())
+    envfile.update(env_file, {"POSTGRES_DB": scratch.postgres_db, "DATABASE_URL": ""}, mode=0o600)
+
+    def inv(*args: str) -> subprocess.CompletedProcess[str]:
+        environ = {**os.environ, "STACK_ENV_FILE": str(env_file)}
+        return subprocess.run(
+            [sys.executable, "-m", "invoke", *args],
+            cwd=clone.root,
+            env=environ,
+            capture_output=True,
+            text=True,
+            check=False,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+        )
+
+    assert inv("db.migrate", "--check").returncode == 0, "nothing to apply: the gate is open"
+
+    made = inv("db.migration", "Add widget table")
+    assert made.returncode == 0, made.stdout + made.stderr
+    first = folder / "0001_add_widget_table.sql"
+    assert made.stdout.strip() == str(first)
+    assert "-- 0001_add_widget_table.sql: add widget table" in first.read_text()
+
+    gate = inv("db.migrate", "--check")
+    assert gate.returncode == 1, gate.stdout + gate.stderr
+    assert "0001" in gate.stdout and "pending" in gate.stdout
+    refusal = gate.stderr.strip().splitlines()[-1]
+    assert "0001_add_widget_table pending" in refusal and "`inv db.migrate`" in refusal
+
+    with pytest.raises(StackError, match="has no SQL statement yet"):
+        migrations.migrate(scratch, folder)  # the template alone is no migration
+    first.write_text(first.read_text() + "CREATE TABLE widgets (id integer PRIMARY KEY);\n")
+    assert versions(migrations.migrate(scratch, folder)) == ["0001"]
+    opened = inv("db.migrate", "--check")
+    assert opened.returncode == 0, opened.stdout + opened.stderr
+
+    assert inv("db.migration", "second").stdout.strip() == str(folder / "0002_second.sql")
+    first.write_text(first.read_text() + "-- edited after it was applied\n")
+    changed = inv("db.migrate", "--check")
+    assert changed.returncode == 1
+    assert "0001_add_widget_table changed" in changed.stderr
+    assert "0002_second pending" in changed.stderr
+
+    bad = inv("db.migration", "!!!")
+    assert bad.returncode == 2 and "gives no file name" in bad.stderr
+    assert sorted(p.name for p in folder.glob("*.sql")) == [
+        "0001_add_widget_table.sql",
+        "0002_second.sql",
+    ]
+
+
 def test_project_migrations_apply_on_a_fresh_stack(seeded: Settings) -> None:
     """The real docker/migrations: valid names, and they apply on top of the init scripts."""
     files = migrations.discover()
@@ -573,12 +638,8 @@ def assert_scaled_data_valid(settings: Settings, calls: int) -> None:
 def test_seed_scale_adds_proportional_valid_data(seeded: Settings) -> None:
     dev_rows = fingerprints(seeded, f"t.id::text LIKE '{DEV_ID_PREFIX}%'")
     before = counts(seeded)
-    steps: list[tuple[str, int, int]] = []
-
-    def progress(done: int, total: int, step: str) -> None:
-        steps.append((step, done, total))
-
-    added = seed.seed_scale(seeded, 200, progress=progress)
+    steps: list[Amount] = []
+    added = seed.seed_scale(seeded, 200, progress=steps.append)
 
     after = counts(seeded)
     assert added == {table: after[table] - before[table] for table in TABLES}
@@ -596,7 +657,13 @@ def test_seed_scale_adds_proportional_valid_data(seeded: Settings) -> None:
     assert sum(role == "developer" for _, _, role in users) == 10
     assert fingerprints(seeded, f"t.id::text LIKE '{DEV_ID_PREFIX}%'") == dev_rows
     assert_scaled_data_valid(seeded, calls=1)
-    assert steps == [(name, done, 6) for done, name in enumerate(seed.STEPS)] + [("done", 6, 6)]
+    # Progress: rows so far of the plan's total (an upper bound: self-reviews and sales of
+    # free agents are drawn out), and the database's growth, after each batch.
+    assert [s.what for s in steps] == ["users", "ai_agents", "reviews", "transactions"]
+    assert [s.done for s in steps] == sorted(s.done for s in steps)
+    assert steps[-1].done == sum(added.values())
+    assert len({s.total for s in steps}) == 1 and (steps[0].total or 0) >= steps[-1].done
+    assert all(s.size is not None for s in steps) and (steps[-1].size or 0) > 0
 
     # The reviews trigger works again: a new review moves its agent's aggregates.
     with connect(seeded) as conn, conn.transaction(force_rollback=True):
@@ -624,6 +691,25 @@ def test_seed_scale_adds_proportional_valid_data(seeded: Settings) -> None:
     names = query(seeded, "SELECT username FROM users WHERE username LIKE 'scaled\\_%'")
     assert {n for (n,) in names} == {f"scaled_{n}" for n in range(1, 401)}
     assert_scaled_data_valid(seeded, calls=2)
+
+
+def test_seed_scale_in_batches_generates_the_same_kind_of_data(
+    seeded: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches of users (what a large --scale uses): every user is generated once, and each
+    batch is reported."""
+    monkeypatch.setattr(seed, "MIN_BATCH", 50)
+    monkeypatch.setattr(seed, "BATCHES", 4)
+    steps: list[Amount] = []
+    added = seed.seed_scale(seeded, 200, progress=steps.append)
+    assert added["users"] == 200
+    assert [s.what for s in steps].count("users") == 4
+    assert [s.what for s in steps].count("reviews") == 4
+    assert [s.what for s in steps].count("transactions") == 4
+    names = query(seeded, "SELECT username FROM users WHERE username LIKE 'scaled\\_%'")
+    assert sorted(n for (n,) in names) == sorted(f"scaled_{n}" for n in range(1, 201))
+    assert 400 <= added["reviews"] <= 800 and 400 <= added["transactions"] <= 800
+    assert_scaled_data_valid(seeded, calls=1)
 
 
 def test_seed_scale_numbers_after_the_highest_existing_user(seeded: Settings) -> None:

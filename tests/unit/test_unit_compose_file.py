@@ -166,6 +166,18 @@ def test_healthchecks(config: dict[str, Any]) -> None:
     assert "redis-cli ping" in redis[1]
 
 
+@pytest.mark.parametrize(("service", "start_period"), [("postgres", "1m0s"), ("redis", "10s")])
+def test_healthchecks_run_every_10_s_after_a_start_period(
+    config: dict[str, Any], service: str, start_period: str
+) -> None:
+    """The design's 10 s interval (the tasks wait on their own probes, not on these), and a
+    start period in which a slow first start (the init scripts) counts no failure. Compose
+    writes durations as Go does (1m0s)."""
+    check = config["services"][service]["healthcheck"]
+    assert (check["interval"], check["timeout"]) == ("10s", "5s")
+    assert check["start_period"] == start_period
+
+
 def test_images_and_credentials_come_from_the_env_file(
     config: dict[str, Any], unit_stack: Settings
 ) -> None:

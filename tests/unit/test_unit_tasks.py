@@ -39,6 +39,7 @@ EXPECTED_TASKS = {
     "db.prune",
     "db.restore",
     "db.migrate",
+    "db.migration",
     "db.seed",
     "db.diagram",
     "redis.cli",
@@ -155,9 +156,9 @@ def test_inv_list_shows_every_task(tmp_path: Path) -> None:
     assert listed >= EXPECTED_TASKS, result.stdout
 
 
-def test_an_unknown_service_is_one_line_and_exit_1(tmp_path: Path) -> None:
+def test_an_unknown_service_is_one_line_and_a_usage_error(tmp_path: Path) -> None:
     result = inv("logs", "--services", "postgres,mysql", env_file=tmp_path / "missing.env")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip() == (
         "✘ No service named mysql: choose from postgres, redis, adminer."
     )
@@ -184,8 +185,8 @@ def test_reset_without_a_terminal_asks_for_yes_and_deletes_nothing(tmp_path: Pat
 
 def test_every_inv_command_the_project_tells_users_to_run_exists() -> None:
     # Messages, the env template and the compose file send users to `inv NAME --flag ...`:
-    # each such command must parse (f-string fields are filled with a service name, or with
-    # a number where an option takes one).
+    # each such command must parse (f-string fields are filled with a service name, with
+    # a number where an option takes one, or with a task name where a task is the field).
     sources = [
         ROOT / "tasks.py",
         ROOT / ".env.example",
@@ -198,8 +199,9 @@ def test_every_inv_command_the_project_tells_users_to_run_exists() -> None:
             if command.startswith("-"):
                 continue  # `inv --list`: invoke's own options
             problem = inv_command_problem(re.sub(r"\{[^}]*\}", "postgres", command))
-            if problem and "{" in command:
-                problem = inv_command_problem(re.sub(r"\{[^}]*\}", "1", command))
+            for filler in ("1", "status"):
+                if problem and "{" in command:
+                    problem = inv_command_problem(re.sub(r"\{[^}]*\}", filler, command))
             if problem:
                 problems.append(f"{path.relative_to(ROOT)}: `inv {command}`: {problem}")
     assert problems == []

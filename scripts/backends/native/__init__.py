@@ -8,7 +8,6 @@ image run once, on first initialisation, against a server only a private socket 
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING
 from scripts.backends.base import SERVICES, ServiceState
 from scripts.backends.native.adminer import Adminer
 from scripts.backends.native.layout import RELOCATED_ROOT, Layout, disk_usage
+from scripts.backends.native.logfiles import LogFile
 from scripts.backends.native.postgres import INIT_SCRIPTS, Postgres
 from scripts.backends.native.redis import REDIS_CONF, Redis
 from scripts.console import display_path
@@ -225,21 +225,8 @@ class NativeBackend:
 
     # --- clients ----------------------------------------------------------------------------
 
-    def logs(self, services: Sequence[str], follow: bool, tail: int) -> None:
-        width = max(len(s) for s in services)
-        files = {s: self.log_file(s) for s in services}
-        offsets: dict[str, int] = {}
-        for service, path in files.items():
-            for line in procs.tail(path, tail) if tail else []:
-                print(f"{service:<{width}} | {line}")
-            offsets[service] = path.stat().st_size if path.exists() else 0
-        if not follow:
-            return
-        with contextlib.suppress(KeyboardInterrupt):
-            while True:
-                for service, path in files.items():
-                    offsets[service] = _print_new(service, width, path, offsets[service])
-                time.sleep(0.2)
+    def log_source(self, service: str, *, follow: bool) -> LogFile:
+        return LogFile(self.log_file(service), service)
 
     def pg_command(
         self, tool: str, args: Sequence[str], login: tuple[str, str] | None = None
@@ -268,24 +255,3 @@ class NativeBackend:
 
     def redis_cli(self, args: Sequence[str]) -> int:
         return run.interactive(*self.redis.cli(args))
-
-
-def _print_new(service: str, width: int, path: Path, offset: int) -> int:
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return 0
-    if size < offset:
-        offset = 0  # truncated or replaced
-    if size == offset:
-        return offset
-    with path.open("rb") as handle:
-        handle.seek(offset)
-        chunk = handle.read()
-    complete, _, _ = chunk.rpartition(b"\n")
-    if not complete:
-        return offset
-    for line in complete.decode("utf-8", "replace").split("\n"):
-        print(f"{service:<{width}} | {line}")
-    sys.stdout.flush()
-    return offset + len(complete) + 1

@@ -105,6 +105,8 @@ class Postgres:
                 f"unix_socket_directories={self.layout.socket_dir}",
                 "-c",
                 "unix_socket_permissions=0700",
+                "-c",
+                "log_timezone=UTC",  # `inv logs` orders the services' lines by their times
             ]
         )  # pg_ctl hands -o to a shell: quoted for one
         argv = [str(self.bindir() / "pg_ctl"), "start", "-D", str(data), "-o", options, "-s"]

@@ -4,6 +4,7 @@ and their security: bound to BIND_ADDRESS, passwords required, least privilege.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from typing import LiteralString
 
@@ -13,6 +14,10 @@ from scripts.ops.validate.report import Report
 from scripts.settings import PORT_KEY_OF, Settings
 
 CORE_TABLES = ("users", "ai_agents", "reviews", "transactions")
+PROBE_NOTE = (
+    "inv validate: the next two failed logins (a wrong password, then none) are its own checks "
+    "that PostgreSQL refuses them"
+)
 EXTENSIONS = ("uuid-ossp", "pgcrypto")
 
 
@@ -175,7 +180,12 @@ def _binds(report: Report, settings: Settings) -> None:
 
 def _password_logins(report: Report, settings: Settings) -> None:
     """A login with a wrong password, and one with none, must both be refused."""
-    from scripts.infra.probes import PgError, PgLogin, ProtocolError, pg_query
+    from scripts.infra.probes import PgError, PgLogin, ProtocolError, pg_login, pg_query
+
+    # Whoever reads the server's log later sees whose failed logins these are (PostgreSQL
+    # logs no application_name before authentication, so the probes cannot say it).
+    with contextlib.suppress(OSError, PgError, ProtocolError):
+        pg_query(pg_login(settings), f"DO $$BEGIN RAISE LOG '{PROBE_NOTE}'; END$$", timeout=5)
 
     def rejected(password: str) -> bool | None:
         login = PgLogin(
