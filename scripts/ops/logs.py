@@ -52,29 +52,23 @@ def show(
 ) -> None:
     """Print the last `tail` lines of each service, merged; with `follow`, then what comes,
     until Ctrl-C."""
-    out = write or _print
+    out = write or (lambda line: print(line, flush=True))
     width = max(len(s) for s in services)
     sources = {s: backend.log_source(s, follow=follow) for s in services}
-    try:
-        latest = float("-inf")
-        past = {s: source.past(tail) for s, source in sources.items()}
-        for service, text in merge(past):
+    latest = float("-inf")  # the time of the newest line printed: untimed lines follow it
+
+    def emit(lines: Mapping[str, Sequence[LogLine]]) -> None:
+        nonlocal latest
+        for service, text in merge(lines, since=latest):
             out(f"{service:<{width}} | {text}")
-        latest = max([line.at for found in past.values() for line in found if line.at] or [latest])
-        if not follow:
-            return
+        latest = max([latest, *(line.at for found in lines.values() for line in found if line.at)])
+
+    try:
+        emit({s: source.past(tail) for s, source in sources.items()})
         with contextlib.suppress(KeyboardInterrupt):
-            while True:
+            while follow:
                 time.sleep(POLL)
-                fresh = {s: source.new() for s, source in sources.items()}
-                for service, text in merge(fresh, since=latest):
-                    out(f"{service:<{width}} | {text}")
-                stamps = [line.at for found in fresh.values() for line in found if line.at]
-                latest = max([*stamps, latest])
+                emit({s: source.new() for s, source in sources.items()})
     finally:
         for source in sources.values():
             source.close()
-
-
-def _print(line: str) -> None:
-    print(line, flush=True)

@@ -81,6 +81,20 @@ class Suite:
                 target=under(0.25),
             )
         )
+        # What one Tab costs: the shell runs this for every completion (backup names read).
+        complete = ("--complete", "--", "inv", "db.restore")
+        self.measure(
+            Figure(
+                key="completion",
+                title="Tab completion",
+                backend="-",
+                data="-",
+                runs=self.options.runs,
+                product=Side("inv --complete -- inv db.restore", lambda: stack.inv(*complete)),
+                baseline=Side("python -c pass", lambda: run([PYTHON, "-c", "pass"], env=stack.env)),
+                target=under(0.25),
+            )
+        )
 
     # --- lifecycle -----------------------------------------------------------------------
 

@@ -97,6 +97,22 @@ def test_a_healthy_stack_passes(running: Settings, inv: Inv) -> None:
         assert secret not in output and secret not in table
 
 
+def test_the_deliberate_failed_logins_are_announced_in_the_server_log(
+    running: Settings, inv: Inv
+) -> None:
+    """Whoever reads `inv logs -s postgres` after `inv validate` learns that its two failed
+    logins were validate's own checks: a line says so just before them."""
+    assert inv("validate").returncode == 0
+    shown = inv("logs", "-s", "postgres", "--tail", "200")
+    lines = [line for line in shown.stdout.splitlines() if "LOG:" in line or "FATAL:" in line]
+    notes = [
+        i for i, line in enumerate(lines) if "inv validate: the next two failed logins" in line
+    ]
+    assert notes, shown.stdout
+    after = [line for line in lines[notes[-1] + 1 :] if "FATAL:" in line]
+    assert len(after) >= 2 and all("password authentication failed" in x for x in after[:2])
+
+
 def test_offline_skips_only_the_live_checks(running: Settings, inv: Inv) -> None:
     code, report, output = _validate(inv, "--offline")
     assert code == 0, output

@@ -7,7 +7,7 @@ import datetime as dt
 from pathlib import Path
 
 from scripts.backends.base import LogLine
-from scripts.backends.compose import _timed
+from scripts.backends.compose_logs import _timed
 from scripts.backends.native.logfiles import LogFile
 from scripts.ops.logs import merge
 

@@ -57,26 +57,29 @@ def check_compose_file(report: Report, settings: Settings | None) -> None:
     )
 
 
+def _at(document: Any, *keys: str) -> Any:
+    """document[k1][k2]... where each level exists and is a mapping, else {}."""
+    for key in keys:
+        document = document.get(key) if isinstance(document, dict) else None
+    return document if document is not None else {}
+
+
 def _compose_structure(document: Any) -> Iterator[tuple[str, bool, str]]:
-    services = (document or {}).get("services") or {}
+    services = _at(document, "services")
     for service in ("postgres", "redis", "adminer"):
         yield f"service {service}", service in services, f"service {service} defined"
-    adminer = services.get("adminer") or {}
-    yield "tools profile", adminer.get("profiles") == ["tools"], "adminer runs in profile tools"
-    volumes = (document or {}).get("volumes") or {}
+    profiles = _at(document, "services", "adminer", "profiles")
+    yield "tools profile", profiles == ["tools"], "adminer runs in profile tools"
+    volumes = _at(document, "volumes")
     for volume in ("postgres_data", "redis_data"):
         yield f"volume {volume}", volume in volumes, f"named volume {volume}"
-    network = ((document or {}).get("networks") or {}).get("default") or {}
-    yield (
-        "network",
-        str(network.get("name", "")).endswith("_network"),
-        "default network named <project>_network",
-    )
+    network = str(_at(document, "networks", "default", "name") or "")
+    yield "network", network.endswith("_network"), "default network named <project>_network"
     for service in ("postgres", "redis"):
-        test = ((services.get(service) or {}).get("healthcheck") or {}).get("test")
+        test = _at(document, "services", service, "healthcheck", "test")
         yield f"{service} healthcheck", bool(test), f"{service} has a healthcheck"
     for service, key in PORT_KEY_OF.items():
-        published = " ".join(str(p) for p in (services.get(service) or {}).get("ports") or [])
+        published = " ".join(str(p) for p in _at(document, "services", service, "ports") or [])
         ok = f"${{{key}" in published and "${BIND_ADDRESS" in published
         yield f"{service} ports", ok, f"{service} publishes ${{BIND_ADDRESS}}:${{{key}}}"
 
