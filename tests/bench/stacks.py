@@ -179,6 +179,19 @@ class BenchStack:
         )
 
     @property
+    def admin_pg(self) -> PgClient:
+        """The stack's admin role (the application's is no superuser): for CHECKPOINT."""
+        s = self.settings
+        return PgClient(
+            self.bindir,
+            s.connect_host,
+            s.postgres_port,
+            s.postgres_admin_user,
+            s.postgres_admin_password.reveal(),
+            s.postgres_db,
+        )
+
+    @property
     def redis(self) -> RedisClient:
         s = self.settings
         return RedisClient(

@@ -419,7 +419,7 @@ class Suite:
 
 def checkpoint(stack: BenchStack) -> None:
     """Flush dirty buffers before a timed backup or restore, on both sides alike."""
-    stack.pg.query("CHECKPOINT")
+    stack.admin_pg.query("CHECKPOINT")
 
 
 def raw_health(stack: BenchStack) -> None:
