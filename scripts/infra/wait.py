@@ -6,7 +6,7 @@ the given interval.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -28,3 +28,16 @@ def until(check: Callable[[], T | None], *, timeout: float, interval: float = 0.
             return None
         pause = EAGER_INTERVAL if now - started < EAGER_SECONDS else interval
         time.sleep(min(pause, max(0.0, deadline - now)))
+
+
+def concurrently(calls: Mapping[str, Callable[[], T]]) -> dict[str, T]:
+    """Run each call in its own thread and wait for all of them; their results by name.
+    The first exception (in the mapping's order) is raised once every call has ended, so
+    nothing is left running behind an error."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if len(calls) <= 1:
+        return {name: call() for name, call in calls.items()}
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        futures = {name: pool.submit(call) for name, call in calls.items()}
+    return {name: future.result() for name, future in futures.items()}

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 
 from scripts.infra.procs import RunAs, alive, family, read_pid, stop, tail, working_in
 from scripts.infra.run import spawn
+from scripts.infra.wait import concurrently
 
 # A child that says it is ready (after installing its signal handlers), then sleeps.
 SLEEPER = "import time; print('ready', flush=True); time.sleep(60)"
@@ -294,3 +296,35 @@ def test_can_enter_skips_directories_not_created_yet(nobody: RunAs, open_root: P
     (open_root / "later").mkdir(mode=0o700)
     (open_root / "later").chmod(0o700)
     assert not nobody.can_enter(open_root / "later" / "postgres_data")
+
+
+# --- concurrently (the servers stop side by side) -----------------------------------------------
+
+
+def test_concurrently_runs_the_calls_side_by_side() -> None:
+    """Each call waits for the other at a barrier: run one after the other, both would fail."""
+    barrier = threading.Barrier(2, timeout=10)
+
+    def meet(name: str) -> str:
+        barrier.wait()
+        return f"{name} stopped"
+
+    results = concurrently({"redis": lambda: meet("redis"), "postgres": lambda: meet("postgres")})
+    assert results == {"redis": "redis stopped", "postgres": "postgres stopped"}
+    assert list(results) == ["redis", "postgres"]
+
+
+def test_concurrently_raises_only_after_every_call_ended() -> None:
+    finished = threading.Event()
+
+    def slow() -> str:
+        time.sleep(0.2)
+        finished.set()
+        return "done"
+
+    def broken() -> str:
+        raise OSError("no such server")
+
+    with pytest.raises(OSError, match="no such server"):
+        concurrently({"broken": broken, "slow": slow})
+    assert finished.is_set(), "an error must not leave a call running behind it"

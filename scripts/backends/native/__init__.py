@@ -23,6 +23,7 @@ from scripts.console import display_path
 from scripts.errors import StackError
 from scripts.infra import net, prerequisites, procs, run
 from scripts.infra.procs import RunAs
+from scripts.infra.wait import concurrently
 
 if TYPE_CHECKING:
     from scripts.settings import Settings
@@ -114,7 +115,9 @@ class NativeBackend:
             for service in wanted:
                 self._started_at[service] = time.monotonic()
                 if service == "postgres":
-                    self._log_offset = self.postgres.start()
+                    self._log_offset, pg_ctl = self.postgres.start()
+                    if pg_ctl is not None:
+                        self._spawned[service] = pg_ctl
                     self._started_at[service] = time.monotonic()  # after any first start
                 elif service == "redis":
                     self._spawned[service] = self.redis.start()
@@ -149,12 +152,16 @@ class NativeBackend:
         if service == "postgres":
             if "postgres" not in self._started_at or self._pid("postgres") is not None:
                 return None
+            pg_ctl = self._spawned.get("postgres")
+            if pg_ctl is not None and pg_ctl.poll() is None:
+                return None  # still handing the server over
             since = time.monotonic() - self._started_at["postgres"]
             news = ""
             with contextlib.suppress(OSError), self.log_file("postgres").open("rb") as log:
                 log.seek(self._log_offset)
                 news = log.read().decode("utf-8", "replace")
-            ended = any(sign in news for sign in _POSTMASTER_ENDED)
+            refused = pg_ctl is not None and pg_ctl.returncode != 0  # e.g. a bad data dir
+            ended = refused or any(sign in news for sign in _POSTMASTER_ENDED)
             if not ended and since < _POSTMASTER_SILENCE:
                 return None
         else:
@@ -166,11 +173,11 @@ class NativeBackend:
         return f"{service} exited: {detail} (see {display_path(self.log_file(service))})"
 
     def stop(self, services: Sequence[str] = SERVICES) -> list[str]:
-        stopped = []
-        for service in reversed(SERVICES):  # adminer, redis, then postgres
-            if service in services and self._server(service).stop():
-                stopped.append(service)
-        return stopped
+        """Stop the servers side by side: none depends on another while it shuts down, and
+        Redis's save then overlaps PostgreSQL's checkpoint."""
+        chosen = [s for s in reversed(SERVICES) if s in services]  # adminer, redis, postgres
+        ran = concurrently({service: self._server(service).stop for service in chosen})
+        return [service for service in chosen if ran[service]]
 
     def clean(self) -> list[str]:
         self.stop()

@@ -72,7 +72,7 @@ class Adminer:
             run_as=self.layout.run_as,
             env=env,
         )
-        write_atomic(self.layout.pid_file("adminer"), f"{proc.pid}\n")
+        write_atomic(self.layout.pid_file("adminer"), f"{proc.pid}\n", durable=False)
         return proc
 
     def stop(self) -> bool:

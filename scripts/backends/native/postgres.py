@@ -79,9 +79,10 @@ class Postgres:
 
     # --- start and stop ---------------------------------------------------------------------
 
-    def start(self, *, wait: bool = False) -> int:
+    def start(self, *, wait: bool = False) -> tuple[int, run.Process | None]:
         """Initialise on the first start, then start; returns the log's size just before the
-        real start (what the server logs from there on is this start's)."""
+        real start (what the server logs from there on is this start's) and, unless `wait`,
+        pg_ctl still running: its exit status is the caller's to look at."""
         if not self.initialised():
             self._initialise()
         self._clear_stale_lock()
@@ -89,12 +90,13 @@ class Postgres:
         self.layout.private_dir(self.layout.socket_dir)
         log = self.layout.log("postgres")
         offset = log.stat().st_size if log.exists() else 0
-        self._pg_ctl_start(self.data, self.settings.bind_address, wait=wait)
-        return offset
+        return offset, self._pg_ctl_start(self.data, self.settings.bind_address, wait=wait)
 
-    def _pg_ctl_start(self, data: Path, listen: str, *, wait: bool = False) -> None:
-        """pg_ctl start: returns at once (our probes wait), or with `wait` once the server
-        accepts connections. Its output, and the server's, go to our log (opened here)."""
+    def _pg_ctl_start(self, data: Path, listen: str, *, wait: bool = False) -> run.Process | None:
+        """pg_ctl start. With `wait`, returns once the server accepts connections. Without,
+        returns pg_ctl itself, not waited for: it takes 35 ms to hand the server over, in
+        which Redis starts too, and our probes wait for the server anyway. Its output, and
+        the server's, go to our log (opened here)."""
         options = shlex.join(
             [
                 "-p",
@@ -113,16 +115,26 @@ class Postgres:
         argv += ["-w", "-t", "60"] if wait else ["-W"]
         log = self.layout.log("postgres")
         proc = run.spawn(argv, log, run_as=self.layout.run_as)
+        if not wait:
+            return proc
         if proc.wait(timeout=90) != 0:
             last = run.last_line("\n".join(procs.tail(log)))
             raise StackError(f"PostgreSQL did not start: {last}. See {display_path(log)}.")
+        return None
 
     def stop(self, *, mode: str = "fast") -> bool:
         """pg_ctl stop (fast: open transactions roll back, a checkpoint, exit); True when a
         server ran."""
-        if self.pid() is None:
+        pid = self.pid()
+        if pid is None:
             return False
-        self._pg_ctl_stop(self.data, mode)
+        # pg_ctl sends the signal (-W: without waiting); the wait is ours, because pg_ctl -w
+        # looks for the pid file every 100 ms, which was 0.107 s of every 0.11 s `inv down`
+        # spent on PostgreSQL against 0.03 s when polled every 10 ms.
+        argv = [str(self.bindir() / "pg_ctl"), "stop", "-D", str(self.data), "-m", mode, "-W"]
+        run.run([*argv, "-s"], run_as=self.layout.run_as)
+        if not procs.wait_gone(pid, 60):
+            procs.stop(pid, signal.SIGQUIT, 10, signal.SIGKILL)  # not down in 60 s: immediate
         return True
 
     def _pg_ctl_stop(self, data: Path, mode: str) -> None:

@@ -90,4 +90,4 @@ def _quote(value: str) -> str:
 
 
 def _write_pid(path: Path, pid: int) -> None:
-    write_atomic(path, f"{pid}\n")
+    write_atomic(path, f"{pid}\n", durable=False)

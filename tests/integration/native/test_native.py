@@ -151,6 +151,34 @@ def test_a_failing_init_script_leaves_nothing_half_initialised(throwaway: Throwa
     assert " 9\n" in shell.stdout, shell.stdout + shell.stderr
 
 
+def test_a_postgres_that_cannot_start_is_named_and_nothing_is_left_running(
+    throwaway: Throwaway,
+) -> None:
+    """pg_ctl hands the server over without waiting; a server that then refuses its settings
+    is still reported with its own words, and what this start began is stopped again."""
+    assert throwaway.inv("init").returncode == 0
+    assert throwaway.inv("down").returncode == 0
+    conf = NativeBackend(_settings(throwaway)).pg_data / "postgresql.auto.conf"
+    kept = conf.read_text()
+    conf.write_text(kept + "shared_buffers = 'plenty'\n")
+
+    result = throwaway.inv("up-core")
+    assert result.returncode == 1
+    assert "postgres exited" in result.stderr, result.stderr
+    assert "postgresql.auto.conf" in result.stderr and "contains errors" in result.stderr
+    assert "Stopped again: redis" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    for port in (throwaway.env["POSTGRES_PORT"], throwaway.env["REDIS_PORT"]):
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", int(port))) != 0, f"{port} still answers"
+
+    conf.write_text(kept)
+    result = throwaway.inv("up-core")
+    assert result.returncode == 0, result.stdout + result.stderr
+    shell = throwaway.inv("db.shell", "-c", "SELECT count(*) FROM users")
+    assert " 9\n" in shell.stdout, shell.stdout + shell.stderr
+
+
 def test_a_state_dir_the_server_account_cannot_enter_still_works(throwaway: Throwaway) -> None:
     """As root, a checkout under a 0700 directory (like /root) is unreachable for the
     server's account: the data dir then lives in the server home under /var/lib."""
