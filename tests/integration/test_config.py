@@ -280,3 +280,41 @@ def test_passwords_changed_in_the_env_file_are_applied_by_up_core(
         assert restored.returncode == 0, restored.stdout + restored.stderr
     with connect(running) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_an_admin_password_changed_in_the_env_file_is_applied_by_up_core(
+    running: Settings, inv: Inv
+) -> None:
+    """Only POSTGRES_ADMIN_PASSWORD changed: the application's login still works, so only
+    the admin's check finds it, and `inv up-core` applies it."""
+    old = running.postgres_admin_password.reveal()
+    new = f"Changed-Admin-{uuid.uuid4().hex}"
+
+    def admin_login(password: str) -> psycopg.Connection[tuple[object, ...]]:
+        return psycopg.connect(
+            host=running.connect_host,
+            port=running.postgres_port,
+            user=running.postgres_admin_user,
+            password=password,
+            dbname="postgres",
+            connect_timeout=10,
+        )
+
+    try:
+        envfile.update(running.env_file, {"POSTGRES_ADMIN_PASSWORD": new})
+        result = inv("up-core")
+        _ok(result)
+        assert "the admin's password changed to the one in the env file" in result.stdout
+        with admin_login(new) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            admin_login(old).close()
+        again = inv("up-core")
+        _ok(again)
+        assert "password changed" not in again.stdout, again.stdout
+    finally:
+        envfile.update(running.env_file, {"POSTGRES_ADMIN_PASSWORD": old})
+        restored = inv("up-core")
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+    with admin_login(old) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
