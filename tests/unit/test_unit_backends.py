@@ -413,3 +413,25 @@ def test_a_port_taken_by_another_program_is_refused_before_starting(tmp_path: Pa
 
 def test_native_stop_of_nothing_running_stops_nothing(settings: Settings) -> None:
     assert NativeBackend(settings).stop() == []
+
+
+# --- native: what a postmaster that exited said -------------------------------------------------
+
+
+def test_a_postmaster_that_exited_is_reported_with_the_cause_before_its_fatal() -> None:
+    from scripts.backends.native import _postgres_cause
+
+    cause = [
+        '2026-12-02 07:58:53.754 UTC [23070] LOG:  invalid value for parameter "shared_buffers"',
+        '2026-12-02 07:58:53.754 UTC [23070] FATAL:  configuration file "x.conf" contains errors',
+    ]
+    assert _postgres_cause(cause) == (
+        'LOG: invalid value for parameter "shared_buffers"; '
+        'FATAL: configuration file "x.conf" contains errors'
+    )
+    other_process = ["2026-12-02 07:58:53.700 UTC [23069] LOG:  checkpoint complete", cause[1]]
+    assert _postgres_cause(other_process) == cause[1]
+    no_fatal = [cause[0], "2026-12-02 07:58:54.000 UTC [23070] LOG:  database system is shut down"]
+    assert _postgres_cause(no_fatal) == no_fatal[1]
+    own_prefix = ["LOG:  invalid value", "FATAL:  configuration file contains errors"]
+    assert _postgres_cause(own_prefix) == own_prefix[1]

@@ -8,6 +8,7 @@ image run once, on first initialisation, against a server only a private socket 
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -33,6 +34,8 @@ __all__ = ["INIT_SCRIPTS", "REDIS_CONF", "RELOCATED_ROOT", "NativeBackend"]
 # so since the start; one silent this long has not started at all.
 _POSTMASTER_SILENCE = 15.0
 _POSTMASTER_ENDED = ("FATAL:", "PANIC:", "database system is shut down")
+# The start of a line in PostgreSQL's log as the stack configures it: time, zone, [pid].
+_PG_LINE = re.compile(r"^\S+ \S+ \S+ \[(\d+)\] ")
 
 
 class NativeBackend:
@@ -168,9 +171,10 @@ class NativeBackend:
             proc = self._spawned.get(service)
             if proc is None or proc.poll() is None:
                 return None
-        last = procs.tail(self.log_file(service), 3)
-        detail = last[-1] if last else "it stopped"
-        return f"{service} exited: {detail} (see {display_path(self.log_file(service))})"
+        log = self.log_file(service)
+        last = procs.tail(log, 3)
+        detail = (_postgres_cause(last) if service == "postgres" else last[-1]) if last else ""
+        return f"{service} exited: {detail or 'it stopped'} (see {display_path(log)})"
 
     def stop(self, services: Sequence[str] = SERVICES) -> list[str]:
         """Stop the servers side by side: none depends on another while it shuts down, and
@@ -262,3 +266,14 @@ class NativeBackend:
 
     def redis_cli(self, args: Sequence[str]) -> int:
         return run.interactive(*self.redis.cli(args))
+
+
+def _postgres_cause(lines: Sequence[str]) -> str:
+    """The postmaster's last words: its final line, and the one before when the same process
+    wrote it just before a FATAL (the FATAL names the file, the line before the setting)."""
+    final = lines[-1]
+    end = _PG_LINE.match(final)
+    before = _PG_LINE.match(lines[-2]) if len(lines) > 1 else None
+    if end is None or before is None or before.group(1) != end.group(1) or "FATAL:" not in final:
+        return final
+    return " ".join(f"{lines[-2][before.end() :]}; {final[end.end() :]}".split())

@@ -166,6 +166,7 @@ def test_a_postgres_that_cannot_start_is_named_and_nothing_is_left_running(
     assert result.returncode == 1
     assert "postgres exited" in result.stderr, result.stderr
     assert "postgresql.auto.conf" in result.stderr and "contains errors" in result.stderr
+    assert 'invalid value for parameter "shared_buffers": "plenty"' in result.stderr
     assert "Stopped again: redis" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     for port in (throwaway.env["POSTGRES_PORT"], throwaway.env["REDIS_PORT"]):
