@@ -167,11 +167,12 @@ class ComposeBackend:
         return {str(row.get("Service")) for row in self._ps() if row.get("State") == "running"}
 
     def start(self, services: Sequence[str]) -> list[str]:
-        running = self._running()
+        rows = self._ps()  # once: each `compose ps` costs 0.13 s here
+        running = {str(row.get("Service")) for row in rows if row.get("State") == "running"}
         wanted = [s for s in SERVICES if s in services and s not in running]
         if wanted:
             net.ensure_free(self.settings, wanted)
-            before = self._made()
+            before = self._made(rows)
             try:
                 self._claim()
                 self._run(*profile_args(services), "up", "--detach", *wanted)
@@ -179,9 +180,12 @@ class ComposeBackend:
                 raise StackError(f"{exc.message} {self._undo_start(before)}") from None
         return wanted
 
-    def _made(self) -> tuple[set[str], set[str], set[str]]:
-        """The project's containers, volumes (with the marker) and network, as they are."""
-        containers = {str(row.get("Name")) for row in self._ps()}
+    def _made(
+        self, rows: list[dict[str, object]] | None = None
+    ) -> tuple[set[str], set[str], set[str]]:
+        """The project's containers (from `rows`, `compose ps` as it just was, when given),
+        volumes (with the marker) and network, as they are."""
+        containers = {str(row.get("Name")) for row in (self._ps() if rows is None else rows)}
         volumes = {*self._volumes(), *self._named_volume(self._marker())}
         network = f"{self.settings.project}_network"
         listed = self._docker(["docker", "network", "ls", "-q", "--filter", f"name=^{network}$"])
