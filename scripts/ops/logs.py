@@ -64,8 +64,8 @@ def show(
         latest = max([latest, *(line.at for found in lines.values() for line in found if line.at)])
 
     try:
-        emit({s: source.past(tail) for s, source in sources.items()})
-        with contextlib.suppress(KeyboardInterrupt):
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends it quietly, at any moment
+            emit({s: source.past(tail) for s, source in sources.items()})
             while follow:
                 time.sleep(POLL)
                 emit({s: source.new() for s, source in sources.items()})

@@ -351,7 +351,15 @@ def test_logs_follow_merges_the_services_in_the_order_things_happened(
             time.sleep(0.05)
     finally:
         follower.send_signal(signal.SIGINT)
-        follower.wait(timeout=30)
+        try:
+            follower.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            follower.kill()
+            follower.wait(timeout=30)
+            reader.join(timeout=10)
+            pytest.fail(
+                "Ctrl-C did not end `inv logs --follow` within 30 s; it printed:\n" + "".join(seen)
+            )
         reader.join(timeout=10)
     events = [
         line.split(" | ")[0].strip()

@@ -171,10 +171,10 @@ class NativeBackend:
             proc = self._spawned.get(service)
             if proc is None or proc.poll() is None:
                 return None
-        log = self.log_file(service)
-        last = procs.tail(log, 3)
+        log_path = self.log_file(service)
+        last = procs.tail(log_path, 3)
         detail = (_postgres_cause(last) if service == "postgres" else last[-1]) if last else ""
-        return f"{service} exited: {detail or 'it stopped'} (see {display_path(log)})"
+        return f"{service} exited: {detail or 'it stopped'} (see {display_path(log_path)})"
 
     def stop(self, services: Sequence[str] = SERVICES) -> list[str]:
         """Stop the servers side by side: none depends on another while it shuts down, and
