@@ -44,6 +44,13 @@ def run_inv(
     )
 
 
+def ctrl_c_as_in_a_terminal() -> None:
+    """preexec_fn for a child that a test ends with SIGINT: SIGINT raises KeyboardInterrupt,
+    as in a terminal, even when this run was started in the background by a shell without
+    job control, which makes its children ignore SIGINT (and Python keeps it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def core_healthy(stack: Settings) -> bool:
     results = health(stack)
     return all((result := results[s]) is not None and result.ok for s in CORE)

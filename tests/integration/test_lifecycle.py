@@ -26,6 +26,7 @@ from tests.integration.helpers import (
     Inv,
     connect,
     core_healthy,
+    ctrl_c_as_in_a_terminal,
     kill_service,
     listening_addresses,
     table_counts,
@@ -316,6 +317,7 @@ def test_logs_follow_merges_the_services_in_the_order_things_happened(
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         text=True,
+        preexec_fn=ctrl_c_as_in_a_terminal,  # noqa: PLW1509 - no thread runs yet
     )
     assert follower.stdout is not None
     seen: list[str] = []
