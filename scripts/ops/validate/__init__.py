@@ -26,17 +26,16 @@ def run(*, offline: bool, environ: Mapping[str, str] | None = None) -> Report:
     settings = env.check_env_file(report, environ)
     backend_name = _backend_name(settings, environ)
     # Independent groups, mostly waiting on subprocesses: run them side by side.
-    from concurrent.futures import ThreadPoolExecutor
+    from scripts.infra.wait import concurrently
 
     parts = [Report(), Report(), Report()]
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        done = [
-            pool.submit(host.check_tools, parts[0], backend_name),
-            pool.submit(files.check_compose_file, parts[1], settings),
-            pool.submit(files.check_sql_files, parts[2]),
-        ]
-        for future in done:
-            future.result()
+    concurrently(
+        {
+            "tools": lambda: host.check_tools(parts[0], backend_name),
+            "compose file": lambda: files.check_compose_file(parts[1], settings),
+            "sql files": lambda: files.check_sql_files(parts[2]),
+        }
+    )
     for part in parts:
         report.checks += part.checks
     if settings is None:
