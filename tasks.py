@@ -28,7 +28,10 @@ sys.dont_write_bytecode = bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))
 
 from scripts import cli  # noqa: E402 - after the bytecode setting above
 
-cli.install(value_words={"db.restore": {"--latest"}})
+cli.install(
+    value_words={"db.restore": {"--latest"}, "db.rollback": {"--latest"}},
+    optional_positional={"db.snapshot", "db.branch"},
+)
 
 
 def user_errors(func: F) -> F:
@@ -424,8 +427,131 @@ def db_diagram(c: Context, output: str | None = None, yes: bool = False) -> None
     views.drawn(commands.diagram(output, yes=yes), default_output=output is None)
 
 
+@task(
+    name="snapshot",
+    positional=["name"],
+    help={
+        "name": "The snapshot's name (letters, digits, - and _). Default: <branch>-<UTC time>.",
+        "with_redis": "Also copy Redis's data (every key, with its time to live).",
+        "delete": "Delete this snapshot instead of taking one.",
+    },
+)
+@user_errors
+def db_snapshot(
+    c: Context, name: str | None = None, with_redis: bool = False, delete: str | None = None
+) -> None:
+    """Copy the database inside the server, to roll back to in seconds."""
+    from scripts import views
+    from scripts.ops import commands
+
+    if delete is not None:
+        views.snapshot_deleted(commands.delete_snapshot(delete, also_named=name or ""))
+        return
+    views.snapshot_taken(commands.snapshot(name or None, with_redis=with_redis))
+
+
+@task(name="snapshots", help={"json": "Print JSON for machines instead of a table."})
+@user_errors
+def db_snapshots(c: Context, json: bool = False) -> None:
+    """List snapshots: name, branch, size, age, Redis copied."""
+    from scripts import views
+    from scripts.ops import commands
+
+    views.snapshots(*commands.list_snapshots(), as_json=json)
+
+
+@task(
+    name="rollback",
+    help={
+        "name": "The snapshot (as `inv db.snapshots` lists it), or --latest for the newest one "
+        "you took; undo is the state the last rollback replaced",
+        "with_redis": "Also put back the snapshot's copy of Redis's data.",
+    },
+)
+@user_errors
+def db_rollback(c: Context, name: str, with_redis: bool = False) -> None:
+    """Make the database a snapshot's state again (the old one is kept as undo)."""
+    from scripts import views
+    from scripts.ops import commands
+
+    views.rolled_back(commands.rollback(name, with_redis=with_redis))
+
+
+@task(
+    name="reset",
+    help={"with_redis": "Also put Redis back as it was after `inv init` (empty)."},
+)
+@user_errors
+def db_reset(c: Context, with_redis: bool = False) -> None:
+    """Put the database back to right after `inv init`, in about a second."""
+    from scripts import views
+    from scripts.ops import commands
+
+    views.rolled_back(commands.db_reset(with_redis=with_redis))
+
+
+@task(
+    name="branch",
+    positional=["name"],
+    help={
+        "name": "Create this branch from the current database and make it current.",
+        "list": "List the branches, their databases and sizes.",
+        "switch": "Make this branch current (POSTGRES_BRANCH and DATABASE_URL in .env).",
+        "delete": "Delete this branch and its database (asks, or --yes).",
+        "follow_git": "Install a git post-checkout hook: each git branch gets its own database.",
+        "unfollow_git": "Remove that hook; the database branches stay.",
+        "repo": "The git repository to follow (default: this checkout), e.g. the application's.",
+        "git_checkout": "What the hook runs after a checkout in this repository.",
+        "yes": "With --delete: do not ask.",
+    },
+)
+@user_errors
+def db_branch(
+    c: Context,
+    name: str | None = None,
+    list: bool = False,
+    switch: str | None = None,
+    delete: str | None = None,
+    follow_git: bool = False,
+    unfollow_git: bool = False,
+    repo: str | None = None,
+    git_checkout: str | None = None,
+    yes: bool = False,
+) -> None:
+    """A database per branch of work: create, --list, --switch, --delete, --follow-git."""
+    from scripts import views
+    from scripts.ops import commands
+
+    outcome = commands.branch(
+        name or None,
+        list_all=list,
+        switch=switch,
+        delete=delete,
+        follow_git=follow_git,
+        unfollow_git=unfollow_git,
+        repo=repo,
+        git_checkout=git_checkout,
+        yes=yes,
+        ask=_ask,
+    )
+    views.branched(outcome)
+
+
 db = Collection(
-    "db", db_shell, db_backup, db_backups, db_prune, db_restore, db_migrate, db_migration, db_seed
+    "db",
+    db_shell,
+    db_backup,
+    db_backups,
+    db_prune,
+    db_restore,
+    db_migrate,
+    db_migration,
+    db_seed,
+    db_snapshot,
+    db_snapshots,
+    db_rollback,
+    db_reset,
+    db_branch,
 )
 redis = Collection("redis", redis_cli, redis_backup)
 ns = Collection(

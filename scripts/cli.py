@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from scripts.console import closest
 
 if TYPE_CHECKING:
+    from invoke.collection import Collection
     from invoke.parser.context import ParserContext
     from invoke.program import Program
 
@@ -41,6 +42,11 @@ def remainder(argv: Sequence[str] | None = None) -> list[str]:
 # Words that look like options but are values of a task's positional argument (invoke has no
 # optional positional argument: `inv db.restore --latest` passes "--latest" as FILE).
 _VALUE_WORDS: dict[str, set[str]] = {}
+
+
+# Tasks whose positional argument may be left out: `inv db.snapshot` takes a name or none.
+# invoke requires every positional argument, so an empty one is put in where none was typed.
+_OPTIONAL_POSITIONAL: set[str] = set()
 
 
 # What Tab offers for an option's value, or for a task's positional argument ("").
@@ -69,12 +75,15 @@ _VALUES: dict[tuple[str, str], Callable[[], Iterable[str]]] = {
 }
 
 
-def install(value_words: dict[str, set[str]] | None = None) -> None:
+def install(
+    value_words: dict[str, set[str]] | None = None, optional_positional: Iterable[str] = ()
+) -> None:
     """Make invoke's Program and Argument give the errors above, and Tab complete values.
     Idempotent."""
     import invoke.program
 
     _VALUE_WORDS.update(value_words or {})
+    _OPTIONAL_POSITIONAL.update(optional_positional)
     if getattr(invoke.program, "_values_completed", False):
         return
     invoke.program._values_completed = True  # type: ignore[attr-defined]
@@ -112,6 +121,8 @@ def _guarded(method: Callable[[Program], None], *, check_values: bool) -> Callab
         from invoke.exceptions import Exit, ParseError
 
         try:
+            if check_values:
+                self.core.unparsed = fill_optional_positionals(self.core.unparsed, self.collection)
             method(self)
             if check_values:
                 _refuse_flags_as_values(self)
@@ -123,6 +134,38 @@ def _guarded(method: Callable[[Program], None], *, check_values: bool) -> Callab
             raise Exit(f"✘ --{exc.flag} {exc.problem}{where}.", code=USAGE) from None
 
     return wrapper
+
+
+def fill_optional_positionals(tokens: Sequence[str], collection: Collection) -> list[str]:
+    """`tokens` with an empty value after each task of _OPTIONAL_POSITIONAL that got no bare
+    word (neither an option nor an option's value). As invoke does for a required positional
+    argument, the first bare word is the value even when it names a task too
+    (`inv db.snapshot init`)."""
+    tokens = list(tokens)
+    index = 0
+    while index < len(tokens):
+        name = tokens[index]
+        index += 1
+        if name not in _OPTIONAL_POSITIONAL:
+            continue
+        import copy
+
+        task = copy.deepcopy(collection[name])  # get_arguments() uses up the task's help
+        valued = {
+            f"-{n}" if len(n) == 1 else f"--{n.replace('_', '-')}"
+            for arg in task.get_arguments()
+            if arg.kind is not bool
+            for n in arg.names
+        }
+        end = index
+        while end < len(tokens) and tokens[end] != "--":
+            word = tokens[end]
+            if not word.startswith("-") or word in _VALUE_WORDS.get(name, set()):
+                break  # the value
+            end += 2 if word in valued else 1
+        else:
+            tokens.insert(index, "")
+    return tokens
 
 
 def _completing(original: Callable[..., Any]) -> Callable[..., Any]:

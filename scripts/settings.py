@@ -15,10 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scripts import envfile
+from scripts import envfile, names
 from scripts.console import display_path as _display
 from scripts.envfile import PLACEHOLDER_PASSWORD
 from scripts.errors import StackError
+from scripts.names import MAIN
 from scripts.urls import URL_KEYS, derive_url, mask_url, url_host, url_unset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +41,7 @@ DEFAULTS: dict[str, str | None] = {
     "POSTGRES_USER": None,
     "POSTGRES_PASSWORD": None,
     "POSTGRES_DB": None,
+    "POSTGRES_BRANCH": "main",
     "POSTGRES_PORT": "5432",
     "POSTGRES_ADMIN_USER": "postgres",
     # Empty in env files from before the admin role: `inv up-core` generates it then.
@@ -112,7 +114,7 @@ class Settings:
     postgres_image: str
     postgres_user: str
     postgres_password: Secret
-    postgres_db: str
+    postgres_db: str  # the database every task acts on: the current branch's
     postgres_port: int
     postgres_admin_user: str
     postgres_admin_password: Secret  # empty until `inv up-core` makes one (older env files)
@@ -128,6 +130,8 @@ class Settings:
     values: Mapping[str, str] = field(repr=False)  # merged raw values, secrets included
     file_values: Mapping[str, str] = field(repr=False, default_factory=dict)  # the file's alone
     file_notes: tuple[str, ...] = ()  # what the env file's text deserves a warning for
+    postgres_base_db: str = ""  # POSTGRES_DB: the database the first start created (main's)
+    postgres_branch: str = MAIN  # POSTGRES_BRANCH
 
     @property
     def root(self) -> Path:
@@ -247,6 +251,7 @@ def problems_in(raw: Mapping[str, str]) -> list[str]:
             problems.append(f"{key} is empty: set a name (see .env.example).")
         elif len(text(key).encode()) > 63:
             problems.append(f"{key} is longer than PostgreSQL's 63-byte limit: shorten it.")
+    problems += _branch_problems(text("POSTGRES_DB"), text("POSTGRES_BRANCH") or MAIN)
     if text("POSTGRES_ADMIN_USER") and text("POSTGRES_ADMIN_USER") == text("POSTGRES_USER"):
         problems.append(
             "POSTGRES_ADMIN_USER and POSTGRES_USER are both "
@@ -270,6 +275,14 @@ def problems_in(raw: Mapping[str, str]) -> list[str]:
         if not text(key)
     ]
     return problems
+
+
+def _branch_problems(base: str, branch: str) -> list[str]:
+    if bad := names.problem("branch", branch):
+        return [f"POSTGRES_BRANCH: {bad} `inv db.branch --list` shows the branches."]
+    if long := names.too_long(base, branch, names.branch_database(base, branch)):
+        return [f"POSTGRES_BRANCH: {long}"]
+    return []
 
 
 def _password_problems(raw: Mapping[str, str]) -> list[str]:
@@ -352,7 +365,9 @@ def _build(
         postgres_image=text("POSTGRES_IMAGE"),
         postgres_user=text("POSTGRES_USER"),
         postgres_password=Secret(raw["POSTGRES_PASSWORD"]),
-        postgres_db=text("POSTGRES_DB"),
+        postgres_db=names.branch_database(text("POSTGRES_DB"), text("POSTGRES_BRANCH") or MAIN),
+        postgres_base_db=text("POSTGRES_DB"),
+        postgres_branch=text("POSTGRES_BRANCH") or MAIN,
         postgres_port=ports["POSTGRES_PORT"],
         postgres_admin_user=text("POSTGRES_ADMIN_USER"),
         postgres_admin_password=Secret(raw.get(ADMIN_PASSWORD_KEY, "")),

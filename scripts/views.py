@@ -16,12 +16,14 @@ if TYPE_CHECKING:
     from scripts.infra.probes import ProbeResult
     from scripts.ops.backup_files import BackupInfo
     from scripts.ops.backups import BackupResult
-    from scripts.ops.commands import Cleaned, Opened, Seeded, Started, Status
+    from scripts.ops.commands import BranchOutcome, Cleaned, Opened, Seeded, Started, Status
     from scripts.ops.diagram import Written
     from scripts.ops.migrations import Applied, MigrationStatus
     from scripts.ops.redis_backup import RedisBackup
     from scripts.ops.restore import RestoreResult
+    from scripts.ops.snapshots import RolledBack, Snapshot, Taken
     from scripts.ops.validate import Report
+    from scripts.settings import Settings
 
 
 def started(result: Started, what: str) -> None:
@@ -129,6 +131,8 @@ def status(result: Status, *, as_json: bool) -> None:
         body = {
             "backend": backend.name,
             "where": backend.where(),
+            "database": result.database,
+            "branch": result.branch,
             "problems": result.problems,
             "services": services,
         }
@@ -139,7 +143,8 @@ def status(result: Status, *, as_json: bool) -> None:
         for r in rows
     ]
     table(
-        f"{backend.name} backend · {backend.where()}",
+        f"{backend.name} backend · {backend.where()} · database {result.database} "
+        f"(branch {result.branch})",
         ["Service", "State", "Address", "Health", "Data"],
         cells,
     )
@@ -307,3 +312,84 @@ def drawn(written: Written, *, default_output: bool) -> None:
             f"{display_path(diagram.README)} has no {diagram.START_MARKER} and "
             f"{diagram.END_MARKER} markers: add them where the diagram belongs.",
         )
+
+
+def snapshot_taken(result: Taken) -> None:
+    snap = result.snapshot
+    redis = " with Redis's data" if snap.redis else ""
+    say(
+        "ok",
+        f"Snapshot {snap.name!r} of branch {snap.branch!r}{redis}: {human_size(snap.size)} in "
+        f"{result.seconds:.2f} s. Back to it: `inv db.rollback {snap.name}`",
+    )
+
+
+def snapshot_deleted(snapshot: Snapshot) -> None:
+    say("ok", f"Deleted snapshot {snapshot.name!r} ({human_size(snapshot.size)}).")
+
+
+def snapshots(settings: Settings, found: Sequence[Snapshot], *, as_json: bool) -> None:
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": s.name,
+                        "database": s.database,
+                        "branch": s.branch,
+                        "size": s.size,
+                        "taken": s.taken.isoformat() if s.taken else None,
+                        "redis": s.redis,
+                    }
+                    for s in found
+                ],
+                indent=2,
+            )
+        )
+        return
+    if not found:
+        print("No snapshots yet: `inv db.snapshot` takes one.")
+        return
+    table(
+        f"Snapshots in the stack's PostgreSQL (not backups: `inv reset` deletes them; "
+        f"current branch {settings.postgres_branch!r})",
+        ["Name", "Of branch", "Size", "Age", "Redis"],
+        [
+            [
+                s.name,
+                s.branch,
+                human_size(s.size),
+                age(s.taken) if s.taken else "?",
+                "yes" if s.redis else "-",
+            ]
+            for s in reversed(found)
+        ],
+        whole=("Name",),
+    )
+
+
+def rolled_back(result: RolledBack) -> None:
+    ended = f"; ended {result.ended} connection(s)" if result.ended else ""
+    redis = " and Redis" if result.redis else ""
+    say(
+        "ok",
+        f"Database {result.database!r}{redis} back to snapshot {result.snapshot.name!r} in "
+        f"{result.seconds:.2f} s{ended}. Undo: `inv db.rollback undo`",
+    )
+    if result.migrations:
+        say("ok", f"Applied this checkout's newer migrations: {', '.join(result.migrations)}")
+
+
+def branched(outcome: BranchOutcome) -> None:
+    if outcome.line:
+        say("ok", outcome.line)
+        return
+    table(
+        "Branches (databases of the stack's PostgreSQL)",
+        ["Branch", "Database", "Size", "Current"],
+        [
+            [b.name, b.database, human_size(b.size), "◀ current" if b.current else ""]
+            for b in outcome.branches
+        ],
+        whole=("Branch", "Database"),
+    )

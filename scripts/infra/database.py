@@ -48,6 +48,12 @@ def connect(
                 f"PostgreSQL on {address} has no free connection ({reason}): close some of the "
                 "application's connections (or restart it) and try again."
             ) from None
+        if "does not exist" in reason and dbname is None and settings.postgres_branch != "main":
+            raise StackError(
+                f"POSTGRES_BRANCH={settings.postgres_branch} names no database ({reason}): "
+                "`inv db.branch --list` shows the branches; `inv db.branch --switch main` goes "
+                "back to the stack's own."
+            ) from None
         if "Connection refused" in reason:
             reason = f"nothing listens on {address}"
         raise StackError(

@@ -22,10 +22,12 @@ if TYPE_CHECKING:
     from scripts.infra.probes import ProbeResult
     from scripts.ops.backup_files import BackupInfo
     from scripts.ops.backups import BackupResult
+    from scripts.ops.branches import Branch
     from scripts.ops.diagram import Written
     from scripts.ops.migrations import Applied, MigrationStatus
     from scripts.ops.redis_backup import RedisBackup
     from scripts.ops.restore import RestoreResult
+    from scripts.ops.snapshots import RolledBack, Snapshot, Taken
     from scripts.ops.stack import StatusRow, UpReport
     from scripts.settings import Settings
 
@@ -43,12 +45,15 @@ class Started:
 
 
 def init(*, yes: bool) -> Started:
-    from scripts.ops import migrations, preflight, setup, stack
+    from scripts.ops import migrations, preflight, setup, snapshots, stack
 
     settings, backend = setup.run(yes=yes)
     preflight.check(settings, backend, CHANGE)
+    first_start = not backend.has_database()
     report = stack.up(settings, backend, CORE)
     applied = migrations.migrate(settings)
+    if first_start:  # what `inv db.reset` returns to: this state, exactly
+        snapshots.take(settings, snapshots.INIT, with_redis=True, announce=_announce, own=True)
     return Started(settings, report, applied, stack.connection_lines(settings))
 
 
@@ -102,15 +107,18 @@ def clean(*, orphans: bool, yes: bool, ask: Ask) -> Cleaned:
 
 
 def reset(*, yes: bool, backup: bool, ask: Ask) -> tuple[Path | None, list[str]]:
-    from scripts.ops import stack
+    from scripts.ops import snapshots, stack
 
     settings, backend = open_stack(CHANGE)
+    inside = snapshots.inventory(settings) if backend.has_database() else []
     if not yes:
+        listed = f", with {'; '.join(inside)}" if inside else ""
         ask(
-            f"Delete every PostgreSQL and Redis data of this stack ({backend.where()})?",
+            f"Delete every PostgreSQL and Redis data of this stack ({backend.where()}){listed}?",
             "reset deletes all data: run `inv reset --yes` to confirm.",
         )
-    return stack.reset(settings, backend, safety_backup=backup)
+    saved, removed = stack.reset(settings, backend, safety_backup=backup)
+    return saved, [*removed, *inside, *snapshots.forget(settings)]
 
 
 # --- observing --------------------------------------------------------------------------------
@@ -128,6 +136,8 @@ class Status:
     backend: Backend
     rows: list[StatusRow]
     problems: list[str]
+    database: str  # the database the tasks act on: the current branch's
+    branch: str
 
 
 def status() -> Status:
@@ -137,7 +147,8 @@ def status() -> Status:
     settings, backend = open_stack(READ, announce=False)
     rows = stack.status(settings, backend)
     found = (backend.ownership_problem(), swap.leftovers_problem(settings), orphans_problem())
-    return Status(backend, rows, [p for p in found if p])
+    problems = [p for p in found if p]
+    return Status(backend, rows, problems, settings.postgres_db, settings.postgres_branch)
 
 
 def logs(services: str, *, follow: bool, tail: int) -> None:
@@ -310,10 +321,19 @@ def new_migration(name: str) -> Path:
 
 
 def migrate() -> list[Applied]:
-    from scripts.ops import migrations
+    from scripts.console import warn
+    from scripts.names import MAIN
+    from scripts.ops import migrations, snapshots
 
     settings, _ = open_stack(CHANGE)
-    return migrations.migrate(settings)
+    applied = migrations.migrate(settings)
+    if (
+        applied
+        and settings.postgres_branch == MAIN
+        and (problem := snapshots.migrate_init(settings))
+    ):
+        warn(problem)
+    return applied
 
 
 @dataclass(frozen=True)
@@ -343,3 +363,170 @@ def diagram(output: str | None, *, yes: bool) -> Written:
     settings, _ = open_stack(READ)
     target = None if output is None else Path(output).expanduser().absolute()
     return drawing.write(settings, target, yes=yes)
+
+
+# --- snapshots and branches -------------------------------------------------------------------
+
+
+def _announce(message: str) -> None:
+    from scripts.console import say
+
+    say("info", message)
+
+
+def snapshot(name: str | None, *, with_redis: bool) -> Taken:
+    import datetime as dt
+
+    from scripts.ops import snapshots
+
+    settings, _ = open_stack(CHANGE)
+    if name is None:
+        name = f"{settings.postgres_branch}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
+    return snapshots.take(settings, name, with_redis=with_redis, announce=_announce)
+
+
+def delete_snapshot(name: str, *, also_named: str = "") -> Snapshot:
+    from scripts.ops import snapshots
+
+    if also_named:
+        raise UsageError(
+            f"Give a NAME to take a snapshot, or --delete one, not both ({also_named!r} and "
+            f"{name!r})."
+        )
+    settings, _ = open_stack(CHANGE)
+    return snapshots.delete(settings, name)
+
+
+def list_snapshots() -> tuple[Settings, list[Snapshot]]:
+    from scripts.ops import snapshots
+
+    settings, _ = open_stack(READ, announce=False)
+    return settings, snapshots.list_snapshots(settings)
+
+
+def rollback(name: str, *, with_redis: bool) -> RolledBack:
+    from scripts.ops import snapshots
+
+    settings, _ = open_stack(CHANGE)
+    return snapshots.rollback(settings, name, with_redis=with_redis, announce=_announce)
+
+
+def db_reset(*, with_redis: bool) -> RolledBack:
+    from scripts.ops import snapshots
+
+    settings, _ = open_stack(CHANGE)
+    return snapshots.reset(settings, with_redis=with_redis, announce=_announce)
+
+
+@dataclass(frozen=True)
+class BranchOutcome:
+    settings: Settings
+    line: str = ""
+    branches: list[Branch] = field(default_factory=list)
+
+
+def branch(
+    name: str | None,
+    *,
+    list_all: bool,
+    switch: str | None,
+    delete: str | None,
+    follow_git: bool,
+    unfollow_git: bool,
+    repo: str | None,
+    git_checkout: str | None,
+    yes: bool,
+    ask: Ask,
+) -> BranchOutcome:
+    from scripts.ops import branches
+    from scripts.settings import ROOT
+
+    chosen = [
+        flag
+        for flag, given in (
+            ("NAME", name is not None),
+            ("--list", list_all),
+            ("--switch", switch is not None),
+            ("--delete", delete is not None),
+            ("--follow-git", follow_git),
+            ("--unfollow-git", unfollow_git),
+            ("--git-checkout", git_checkout is not None),
+        )
+        if given
+    ]
+    if len(chosen) > 1:
+        raise UsageError(
+            f"db.branch does one thing at a time, and got {', '.join(chosen)}: give a NAME to "
+            "create, or one of --list, --switch, --delete, --follow-git, --unfollow-git."
+        )
+    list_all = list_all or not chosen
+    quiet = list_all or git_checkout is not None
+    kind = READ if list_all else CHANGE
+    settings, _ = open_stack(kind, announce=not quiet, switching=switch is not None)
+    where = Path(repo or git_checkout or ROOT).expanduser().absolute()
+    if list_all:
+        return BranchOutcome(settings, branches=branches.list_branches(settings))
+    line = _branch_change(
+        settings,
+        name,
+        switch=switch,
+        delete=delete,
+        follow_git=follow_git,
+        unfollow_git=unfollow_git,
+        where=where,
+        yes=yes,
+        ask=ask,
+    )
+    return BranchOutcome(settings, line)
+
+
+def _branch_change(
+    settings: Settings,
+    name: str | None,
+    *,
+    switch: str | None,
+    delete: str | None,
+    follow_git: bool,
+    unfollow_git: bool,
+    where: Path,
+    yes: bool,
+    ask: Ask,
+) -> str:
+    from scripts.console import display_path
+    from scripts.ops import branches, gitfollow
+
+    if name is not None:
+        done = branches.create(settings, name, announce=_announce)
+        return (
+            f"Branch {name!r} ({done.branch.database}) cloned from {done.created_from!r} is "
+            f"current; DATABASE_URL is now {done.database_url}"
+        )
+    if switch is not None:
+        done = branches.switch(settings, switch)
+        return (
+            f"Branch {switch!r} ({done.branch.database}) is current; DATABASE_URL is now "
+            f"{done.database_url}"
+        )
+    if delete is not None:
+        if not yes:
+            ask(
+                f"Delete branch {delete!r} and its database?",
+                "db.branch --delete deletes a database: add --yes to confirm.",
+            )
+        gone = branches.delete(settings, delete)
+        return f"Deleted branch {gone.name!r} ({gone.database})."
+    if follow_git:
+        followed = gitfollow.follow(settings, where)
+        return (
+            f"Following git in {display_path(where)} ({display_path(followed.hook)}): git "
+            f"{followed.git_branch or '(detached)'} keeps branch {followed.branch!r}; every other "
+            "git branch gets its own database on its first checkout."
+        )
+    if unfollow_git:
+        removed = gitfollow.unfollow(settings, where)
+        return (
+            f"Removed {display_path(removed)}; database branches stay as they are."
+            if removed
+            else "No hook of this stack was installed; nothing to remove."
+        )
+    return gitfollow.on_checkout(settings, where, _announce)

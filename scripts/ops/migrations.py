@@ -111,16 +111,19 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return [found[number] for number in sorted(found)]
 
 
-def migrate(settings: Settings, directory: Path = MIGRATIONS_DIR) -> list[Applied]:
+def migrate(
+    settings: Settings, directory: Path = MIGRATIONS_DIR, *, database: str | None = None
+) -> list[Applied]:
     """Apply every new migration in order, each in its own transaction with its log row.
 
     Refuses before applying anything when an applied file was edited, renamed or removed.
     A failing file is rolled back completely and stops the run; earlier ones stay applied.
-    Returns what this run applied (empty when the database is up to date).
+    Returns what this run applied (empty when the database is up to date). `database`: another
+    database of the stack's server than the live one (a snapshot being kept current).
     """
     migrations = discover(directory)
     applied: list[Applied] = []
-    with connect(settings) as conn:
+    with connect(settings, dbname=database) as conn:
         while True:
             with conn.transaction():
                 # Held until this file's transaction ends: concurrent runs take turns and

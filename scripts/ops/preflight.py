@@ -15,6 +15,7 @@ from scripts import envfile
 from scripts.console import display_path, enumerate_names, warn
 from scripts.envfile import PLACEHOLDER_PASSWORD
 from scripts.errors import StackError
+from scripts.names import MAIN
 from scripts.settings import (
     ADMIN_PASSWORD_KEY,
     DEFAULTS,
@@ -32,7 +33,9 @@ if TYPE_CHECKING:
 READ, STOP, CHANGE = "read", "stop", "change"
 
 
-def open_stack(kind: str, *, announce: bool = True) -> tuple[Settings, Backend]:
+def open_stack(
+    kind: str, *, announce: bool = True, switching: bool = False
+) -> tuple[Settings, Backend]:
     """Settings and backend for a task of `kind`, after every check that kind needs.
 
     Notices go to stderr, so a task's own output (JSON, a table) stays clean.
@@ -50,7 +53,7 @@ def open_stack(kind: str, *, announce: bool = True) -> tuple[Settings, Backend]:
     backend = get_backend(settings)
     if announce:
         banner(settings, backend)
-    check(settings, backend, kind)
+    check(settings, backend, kind, switching=switching)
     recover_restore(settings)
     return settings, backend
 
@@ -58,16 +61,17 @@ def open_stack(kind: str, *, announce: bool = True) -> tuple[Settings, Backend]:
 def recover_restore(settings: Settings) -> None:
     """Finish or undo a restore a crash interrupted, before anything else: the journal says
     where it stopped. Without a running server, `inv up-core` does it."""
-    from scripts.ops import swap
+    from scripts.ops import copies, swap
 
-    if not swap.journal_pending(settings):
+    if not (swap.journal_pending(settings) or copies.pending(settings)):
         return
     try:
-        notes = swap.recover(settings)
+        notes = swap.recover(settings) if swap.journal_pending(settings) else []
+        notes += copies.recover(settings)
     except StackError:
         warn(
-            "A restore was interrupted; it is put in order as soon as PostgreSQL runs: "
-            "`inv up-core`."
+            "A restore, snapshot or rollback was interrupted; it is put in order as soon as "
+            "PostgreSQL runs: `inv up-core`."
         )
         return
     for note in notes:
@@ -79,17 +83,21 @@ def banner(settings: Settings, backend: Backend) -> None:
     the process environment changed (after `set -a; . ./.env` in another checkout, say)."""
     from scripts.console import say
 
-    say("info", f"{backend.name} backend · {backend.where()}")
+    branch = "" if settings.postgres_branch == MAIN else f" (branch {settings.postgres_branch})"
+    say(
+        "info",
+        f"{backend.name} backend · {backend.where()} · database {settings.postgres_db}{branch}",
+    )
     if overrides := environment_overrides(settings):
         say("info", f"From the environment, not {display_path(settings.env_file)}: {overrides}.")
 
 
-def check(settings: Settings, backend: Backend, kind: str) -> None:
+def check(settings: Settings, backend: Backend, kind: str, *, switching: bool = False) -> None:
     """The checks of `kind` on settings already loaded (and URLs already written): whose
     stack it is first, then whether the env file would send anything elsewhere."""
     if kind in (STOP, CHANGE):
         backend.check_owner()
-    check_urls(settings, refuse=kind == CHANGE)
+    check_urls(settings, refuse=kind == CHANGE, switching=switching)
     if kind == CHANGE and (keys := placeholder_passwords(settings)):
         raise StackError(placeholder_message(settings, keys))
 
@@ -145,6 +153,13 @@ def ensure_admin_password(settings: Settings) -> Settings:
 def url_sentence(settings: Settings, key: str, parts: list[str]) -> str:
     shown = display_path(settings.env_file)
     detail = ", ".join(_part_detail(settings, key, part) for part in parts)
+    if parts == ["database"]:
+        branch = settings.postgres_branch
+        return (
+            f"{key} in {shown} names another database than POSTGRES_BRANCH={branch} "
+            f"({settings.postgres_db}): the application and the tasks would use different "
+            f"data. Switch branches with `inv db.branch --switch {branch}`, which writes both."
+        )
     outcome = (
         "the application's login would be refused"
         if set(parts) <= {"password", "user"}
@@ -169,12 +184,14 @@ def _part_detail(settings: Settings, key: str, part: str) -> str:
     return f"{part} (the stack's: {stack})" if stack else part
 
 
-def check_urls(settings: Settings, *, refuse: bool) -> None:
-    """Refuse (or warn about) application URLs that point elsewhere than the stack."""
+def check_urls(settings: Settings, *, refuse: bool, switching: bool = False) -> None:
+    """Refuse (or warn about) application URLs that point elsewhere than the stack. A branch
+    switch (`switching`) rewrites DATABASE_URL's database, so that one part may disagree."""
     sentences = [
         url_sentence(settings, key, parts)
         for key in URL_KEYS
         if (parts := url_disagreements(settings, key))
+        and not (switching and key == "DATABASE_URL" and parts == ["database"])
     ]
     if refuse and sentences:
         raise StackError(" ".join(sentences) + " Nothing was changed.")

@@ -16,7 +16,7 @@ from scripts.backends.base import CORE, SERVICES, Backend, ServiceState
 from scripts.errors import StackError
 from scripts.infra import lock, probes
 from scripts.infra.probes import ProbeResult
-from scripts.ops import backup_files, roles, swap
+from scripts.ops import backup_files, copies, roles, swap
 from scripts.settings import Settings
 
 
@@ -70,6 +70,7 @@ def _up(settings: Settings, backend: Backend, services: Sequence[str]) -> UpRepo
             results.update(_wait(settings, backend, refused))
         if "postgres" in services and _restore_to_recover(settings, results["postgres"]):
             notes += swap.recover(settings)  # a killed restore's swap, before anything else
+            notes += copies.recover(settings)  # a killed snapshot's or rollback's copy
             results.update(_wait(settings, backend, ["postgres"]))
         if "postgres" in services and results["postgres"].ok:
             notes += roles.ensure(settings, backend)
@@ -96,10 +97,11 @@ def _restart_hung_adminer(settings: Settings, backend: Backend) -> list[str]:
 
 
 def _restore_to_recover(settings: Settings, postgres: ProbeResult) -> bool:
-    """A journaled restore to finish, or the live database missing (a set-aside copy of it
-    may be all that is left)."""
+    """A journaled restore, snapshot or rollback to finish, or the live database missing (a
+    set-aside copy of it may be all that is left)."""
     missing = postgres.sqlstate == "3D000"  # invalid_catalog_name: no such database
-    return swap.journal_pending(settings) or (missing and not postgres.auth_failed)
+    journaled = swap.journal_pending(settings) or copies.pending(settings)
+    return journaled or (missing and not postgres.auth_failed)
 
 
 def _wait(settings: Settings, backend: Backend, services: Sequence[str]) -> dict[str, ProbeResult]:

@@ -267,8 +267,9 @@ def journal_pending(settings: Settings) -> bool:
     return journal_path(settings).exists()
 
 
-def stamp() -> str:
-    """A name part that orders by time (restores take turns on the stack lock)."""
+def stamp(*, fine: bool = False) -> str:
+    """A name part that orders by time (restores take turns on the stack lock); `fine` adds
+    microseconds, for steps that may follow each other within a second."""
     import datetime as dt
 
-    return dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S%f" if fine else "%Y%m%d%H%M%S")

@@ -42,6 +42,11 @@ EXPECTED_TASKS = {
     "db.migration",
     "db.seed",
     "db.diagram",
+    "db.snapshot",
+    "db.snapshots",
+    "db.rollback",
+    "db.reset",
+    "db.branch",
     "redis.cli",
     "redis.backup",
 }

@@ -193,10 +193,11 @@ def inv_command_problem(command: str) -> str | None:
     from invoke.parser import Parser
 
     import tasks
+    from scripts.cli import fill_optional_positionals
 
     parser = Parser(contexts=copy.deepcopy(tasks.ns).to_contexts())
     try:
-        parser.parse_argv(shlex.split(command))
+        parser.parse_argv(fill_optional_positionals(shlex.split(command), tasks.ns))
     except (ParseError, ValueError) as exc:  # ValueError: a value of the wrong type
         return str(exc)
     return None

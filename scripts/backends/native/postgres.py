@@ -267,20 +267,22 @@ class Postgres:
             "PGUSER": s.postgres_admin_user,
             "PGDATABASE": "postgres",
             "POSTGRES_USER": s.postgres_admin_user,
-            "POSTGRES_DB": s.postgres_db,
+            "POSTGRES_DB": s.postgres_base_db,
             "POSTGRES_APP_USER": s.postgres_user,
             "POSTGRES_APP_PASSWORD": s.postgres_password.reveal(),
         }
         psql = [str(bindir / "psql"), "-v", "ON_ERROR_STOP=1", "--no-psqlrc", "--no-password"]
-        if s.postgres_db != "postgres":
+        if s.postgres_base_db != "postgres":
             create = run.run(
-                [*psql, "-q", "-v", f"db={s.postgres_db}"],
+                [*psql, "-q", "-v", f"db={s.postgres_base_db}"],
                 env=env,
                 input_text='CREATE DATABASE :"db";\n',  # psql quotes the name (stdin only)
             )
             if create.returncode != 0:
-                raise StackError(f"Could not create database {s.postgres_db!r}: {create.stderr}")
-        env["PGDATABASE"] = s.postgres_db
+                raise StackError(
+                    f"Could not create database {s.postgres_base_db!r}: {create.stderr}"
+                )
+        env["PGDATABASE"] = s.postgres_base_db
         log = self.layout.log("postgres")
         scripts_dir = s.root / INIT_SCRIPTS
         for script in sorted(scripts_dir.iterdir()):

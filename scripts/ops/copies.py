@@ -1,0 +1,232 @@
+"""Copies of a database inside the stack's server, the step under snapshots and branches.
+
+PostgreSQL copies a database (CREATE DATABASE ... TEMPLATE) only while nobody is connected
+to it; STRATEGY FILE_COPY copies its files (a checkpoint, then a file copy: seconds per GB)
+instead of WAL-logging every block. While a copy is taken, the source refuses new
+connections, so an application that reconnects at once cannot spoil it. A journal in the
+state dir says what a killed command left half done; `recover` puts it in order: the source
+open again, a half copy dropped, a rollback finished or undone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from scripts import names
+from scripts.errors import StackError
+from scripts.infra import crashpoints
+from scripts.ops import swap
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from scripts.settings import Settings
+
+Announce = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Journal:
+    op: str  # "copy" (source -> partial) or "rollback" (live set aside, copied back)
+    source: str  # the database copied (for a rollback: the snapshot)
+    partial: str  # the copy under its temporary name (for a rollback: the old live one)
+    live: str = ""  # rollback only: the live database's name
+    keep_as: str = ""  # rollback only: what the old live database becomes once done
+    keep_comment: str = ""
+
+
+def journal_path(settings: Settings) -> Path:
+    return settings.state_dir / "copy.journal"
+
+
+def _write_journal(settings: Settings, journal: Journal) -> None:
+    from scripts.files import write_atomic
+
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(journal_path(settings), json.dumps(asdict(journal)) + "\n")
+
+
+def _clear_journal(settings: Settings) -> None:
+    journal_path(settings).unlink(missing_ok=True)
+
+
+def pending(settings: Settings) -> bool:
+    return journal_path(settings).exists()
+
+
+def execute(conn: psycopg.Connection[Any], statement: str, *identifiers: str) -> None:
+    """Run `statement` with `{}` placeholders filled by quoted identifiers."""
+    from psycopg import sql
+
+    conn.execute(sql.SQL(statement).format(*(sql.Identifier(i) for i in identifiers)))
+
+
+def connections(conn: psycopg.Connection[Any], database: str) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+        [database],
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def owner(conn: psycopg.Connection[Any], database: str) -> str:
+    row = conn.execute(
+        "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", [database]
+    ).fetchone()
+    if row is None:
+        raise StackError(f"Database {database!r} does not exist.")
+    return str(row[0])
+
+
+def set_comment(conn: psycopg.Connection[Any], database: str, comment: str) -> None:
+    from psycopg import sql
+
+    conn.execute(
+        sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+            sql.Identifier(database), sql.Literal(comment)
+        )
+    )
+
+
+def copy(
+    conn: psycopg.Connection[Any],
+    settings: Settings,
+    source: str,
+    announce: Announce,
+) -> tuple[str, int]:
+    """Copy `source` to a new database under a temporary name; return that name and how many
+    connections had to end. The caller renames it to what it is (a complete copy)."""
+    partial = names.partial_database(settings.postgres_base_db, swap.stamp(fine=True))
+    _write_journal(settings, Journal("copy", source, partial))
+    ended = _closed(conn, source, announce, "copies")
+    try:
+        crashpoints.reached("copy.closed")
+        _create(conn, partial, source, owner(conn, source))
+        crashpoints.reached("copy.created")
+    finally:
+        execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", source)
+        _clear_journal(settings)
+    return partial, ended
+
+
+def rollback(
+    conn: psycopg.Connection[Any],
+    settings: Settings,
+    snapshot: str,
+    keep_as: str,
+    keep_comment: str,
+    announce: Announce,
+) -> int:
+    """Make the live database a copy of `snapshot`; the old one becomes `keep_as` (replacing
+    it) with `keep_comment`. Returns how many connections had to end."""
+    live = settings.postgres_db
+    aside = names.partial_database(settings.postgres_base_db, swap.stamp(fine=True))
+    journal = Journal("rollback", snapshot, aside, live, keep_as, keep_comment)
+    _write_journal(settings, journal)
+    app = owner(conn, live)
+    ended = _closed(conn, live, announce, "replaces")
+    execute(conn, "ALTER DATABASE {} RENAME TO {}", live, aside)
+    crashpoints.reached("rollback.set-aside")
+    try:
+        _create(conn, live, snapshot, app)
+    except StackError:
+        execute(conn, "ALTER DATABASE {} RENAME TO {}", aside, live)
+        execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", live)
+        _clear_journal(settings)
+        raise
+    crashpoints.reached("rollback.copied")
+    _keep(conn, journal)
+    _clear_journal(settings)
+    return ended
+
+
+def _keep(conn: psycopg.Connection[Any], journal: Journal) -> None:
+    """The old live database becomes the `keep_as` snapshot (dropping an older one)."""
+    execute(conn, "DROP DATABASE IF EXISTS {} WITH (FORCE)", journal.keep_as)
+    execute(conn, "ALTER DATABASE {} RENAME TO {}", journal.partial, journal.keep_as)
+    set_comment(conn, journal.keep_as, journal.keep_comment)
+
+
+def _closed(conn: psycopg.Connection[Any], database: str, announce: Announce, verb: str) -> int:
+    """Refuse new connections to `database` and end the open ones; say so before."""
+    if count := connections(conn, database):
+        announce(
+            f"Ending {count} connection(s) to {database!r}: PostgreSQL {verb} a database only "
+            "while nobody is connected to it (applications reconnect afterwards)."
+        )
+    execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS false", database)
+    try:
+        return swap.close_connections(conn, database)
+    except StackError:
+        execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", database)
+        raise
+
+
+def _create(conn: psycopg.Connection[Any], target: str, template: str, role: str) -> None:
+    import psycopg
+
+    from scripts.infra.database import describe
+
+    try:
+        execute(
+            conn,
+            "CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY OWNER {}",
+            target,
+            template,
+            role,
+        )
+    except psycopg.Error as exc:
+        reason = describe(exc)
+        hint = (
+            ": free some disk space (`inv db.snapshots` lists what snapshots hold)"
+            if "No space left" in reason or "could not extend" in reason
+            else ""
+        )
+        raise StackError(
+            f"PostgreSQL could not copy {template!r} ({reason}); nothing was changed{hint}."
+        ) from None
+
+
+def recover(settings: Settings) -> list[str]:
+    """Put in order what a killed copy or rollback left; return what was done."""
+    try:
+        data = json.loads(journal_path(settings).read_text())
+        journal = Journal(**data)
+    except FileNotFoundError:
+        return []
+    except (ValueError, TypeError):
+        _clear_journal(settings)
+        return ["A damaged copy journal was removed."]
+    with swap.admin(settings) as conn:
+        present = swap.databases(conn)
+        if journal.op == "copy":
+            if journal.partial in present:
+                execute(conn, "DROP DATABASE {} WITH (FORCE)", journal.partial)
+            if journal.source in present:
+                execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", journal.source)
+            note = f"A copy of {journal.source!r} was interrupted: the half copy was removed."
+        elif journal.live not in present:
+            execute(conn, "ALTER DATABASE {} RENAME TO {}", journal.partial, journal.live)
+            execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", journal.live)
+            note = f"A rollback of {journal.live!r} was interrupted: the database is as it was."
+        else:
+            if journal.partial in present:
+                _keep(conn, journal)
+            execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", journal.live)
+            note = (
+                f"A rollback of {journal.live!r} was interrupted after its copy: it was finished."
+            )
+    _clear_journal(settings)
+    return [note]
+
+
+def leftovers(conn: psycopg.Connection[Any], settings: Settings) -> list[str]:
+    """Temporary copies no journal accounts for (a command killed before it wrote one)."""
+    if pending(settings):
+        return []
+    base = settings.postgres_base_db
+    return sorted(n for n in swap.databases(conn) if names.is_partial(base, n))

@@ -1,0 +1,359 @@
+"""Snapshots: whole copies of the live database kept inside the stack's server, for the
+try-and-go-back loop (scripts.ops.copies makes them), with Redis's data beside them on demand.
+
+A snapshot is a database named <POSTGRES_DB>__snapshot__<name> that refuses connections; a
+comment on it records when it was taken, of which branch, and whether Redis was copied. It
+exists under that name only once complete. Two names are the stack's own: "init", the state
+right after `inv init` that `inv db.reset` returns to, and "undo", the state a rollback
+replaced. Snapshots are not backups: they live in the stack and go with `inv reset`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from scripts import names
+from scripts.errors import StackError, UsageError
+from scripts.ops import copies, redis_copies, swap
+from scripts.ops.copies import Announce
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from scripts.settings import Settings
+
+INIT = "init"
+UNDO = "undo"
+RESERVED = (INIT, UNDO)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    name: str
+    database: str
+    size: int
+    taken: dt.datetime | None
+    branch: str  # the branch it was taken of
+    redis: bool  # Redis's data was copied with it
+
+
+@dataclass(frozen=True)
+class Taken:
+    snapshot: Snapshot
+    ended: int  # connections ended to take it
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RolledBack:
+    snapshot: Snapshot
+    database: str
+    ended: int
+    redis: bool
+    seconds: float
+    migrations: list[str]  # applied after a db.reset (this checkout's, newer than the snapshot)
+
+
+def check_name(name: str, settings: Settings, *, own: bool = False) -> None:
+    """A usage error for a name no snapshot may have (or one of the stack's own, unless
+    `own`)."""
+    if bad := names.problem("snapshot", name):
+        raise UsageError(bad)
+    if name in RESERVED and not own:
+        what = "what `inv db.reset` returns to" if name == INIT else "the last rollback's undo"
+        raise UsageError(
+            f"{name!r} is the name of the stack's own snapshot ({what}): choose another name."
+        )
+    base = settings.postgres_base_db
+    if long := names.too_long(base, name, names.snapshot_database(base, name)):
+        raise UsageError(long)
+
+
+def list_snapshots(settings: Settings) -> list[Snapshot]:
+    with swap.admin(settings) as conn:
+        return _listed(conn, settings)
+
+
+def _listed(conn: psycopg.Connection[Any], settings: Settings) -> list[Snapshot]:
+    base = settings.postgres_base_db
+    rows = conn.execute(
+        "SELECT datname, pg_database_size(oid), shobj_description(oid, 'pg_database') "
+        "FROM pg_database ORDER BY datname"
+    ).fetchall()
+    found = []
+    for database, size, comment in rows:
+        name = names.snapshot_of(base, str(database))
+        if name is None:
+            continue
+        meta = _meta(comment)
+        taken = meta.get("taken")
+        found.append(
+            Snapshot(
+                name,
+                str(database),
+                int(size),
+                dt.datetime.fromisoformat(taken) if isinstance(taken, str) else None,
+                str(meta.get("branch", "?")),
+                bool(meta.get("redis")) and redis_copies.path(settings, name).exists(),
+            )
+        )
+    epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
+    return sorted(found, key=lambda s: (s.taken or epoch, s.name))
+
+
+def _meta(comment: object) -> dict[str, Any]:
+    try:
+        data = json.loads(str(comment)) if comment else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _comment(settings: Settings, *, redis: bool) -> str:
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    return json.dumps({"taken": now, "branch": settings.postgres_branch, "redis": redis})
+
+
+def find(settings: Settings, name: str) -> Snapshot:
+    """The snapshot called `name`, or --latest's (the newest one a user took)."""
+    from scripts.console import closest
+
+    found = list_snapshots(settings)
+    if name == "--latest":
+        own = [s for s in found if s.name not in RESERVED]
+        if not own:
+            raise StackError("There is no snapshot yet: take one with `inv db.snapshot`.")
+        return own[-1]
+    by_name = {s.name: s for s in found}
+    if name in by_name:
+        return by_name[name]
+    if bad := names.problem("snapshot", name):
+        raise UsageError(bad)
+    guess = closest(name, list(by_name))
+    hint = f"did you mean {guess!r}? " if guess else ""
+    raise StackError(f"There is no snapshot {name!r}: {hint}`inv db.snapshots` lists them.")
+
+
+def take(
+    settings: Settings, name: str, *, with_redis: bool, announce: Announce, own: bool = False
+) -> Taken:
+    """Copy the live database (and with `with_redis` Redis's data) as snapshot `name`."""
+    import time
+
+    from scripts.ops import stack
+
+    check_name(name, settings, own=own)
+    began = time.monotonic()
+    with stack.locked(settings), swap.admin(settings) as conn:
+        _tidy(conn, settings)
+        target = names.snapshot_database(settings.postgres_base_db, name)
+        if not own and target in swap.databases(conn):
+            raise StackError(
+                f"Snapshot {name!r} exists already: choose another name, or delete it first "
+                f"with `inv db.snapshot --delete {name}`."
+            )
+        partial, ended = copies.copy(conn, settings, settings.postgres_db, announce)
+        if with_redis:
+            redis_copies.take(settings, name)
+        else:
+            redis_copies.path(settings, name).unlink(missing_ok=True)
+        if own:
+            copies.execute(conn, "DROP DATABASE IF EXISTS {} WITH (FORCE)", target)
+        copies.set_comment(conn, partial, _comment(settings, redis=with_redis))
+        copies.execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS false", partial)
+        copies.execute(conn, "ALTER DATABASE {} RENAME TO {}", partial, target)
+        snapshot = next(s for s in _listed(conn, settings) if s.name == name)
+    return Taken(snapshot, ended, time.monotonic() - began)
+
+
+def delete(settings: Settings, name: str) -> Snapshot:
+    from scripts.ops import stack
+
+    snapshot = find(settings, name)
+    with stack.locked(settings), swap.admin(settings) as conn:
+        copies.execute(conn, "DROP DATABASE IF EXISTS {} WITH (FORCE)", snapshot.database)
+    redis_copies.path(settings, snapshot.name).unlink(missing_ok=True)
+    return snapshot
+
+
+def rollback(settings: Settings, name: str, *, with_redis: bool, announce: Announce) -> RolledBack:
+    """The live database becomes snapshot `name`'s state; the state it had is kept as the
+    snapshot "undo" (replacing the previous one), so a rollback can be rolled back."""
+    import time
+
+    from scripts.ops import stack
+
+    snapshot = find(settings, name)
+    if with_redis and not snapshot.redis:
+        raise StackError(
+            f"Snapshot {snapshot.name!r} holds no copy of Redis: roll back without "
+            "--with-redis, or take snapshots with `inv db.snapshot --with-redis`."
+        )
+    began = time.monotonic()
+    with stack.locked(settings), swap.admin(settings) as conn:
+        _tidy(conn, settings)
+        data = redis_copies.load(settings, snapshot.name) if with_redis else None
+        if with_redis:  # "undo" holds Redis's data as it is now, too
+            redis_copies.take(settings, UNDO)
+        else:
+            redis_copies.path(settings, UNDO).unlink(missing_ok=True)
+        undo_comment = _comment(settings, redis=with_redis)
+        ended = copies.rollback(
+            conn,
+            settings,
+            snapshot.database,
+            names.snapshot_database(settings.postgres_base_db, UNDO),
+            undo_comment,
+            announce,
+        )
+        if data is not None:
+            redis_copies.put_back(settings, data)
+    return RolledBack(
+        snapshot, settings.postgres_db, ended, with_redis, time.monotonic() - began, []
+    )
+
+
+def _tidy(conn: psycopg.Connection[Any], settings: Settings) -> None:
+    """Before a change: finish a killed one, drop half copies nothing accounts for."""
+    copies.recover(settings)
+    for partial in copies.leftovers(conn, settings):
+        copies.execute(conn, "DROP DATABASE IF EXISTS {} WITH (FORCE)", partial)
+
+
+def leftover_files(settings: Settings) -> list[Path]:
+    return redis_copies.all_paths(settings)
+
+
+def reset(settings: Settings, *, with_redis: bool, announce: Announce) -> RolledBack:
+    """The live database back to the state right after `inv init` (the "init" snapshot, built
+    from the init scripts when this stack has none), then this checkout's newer migrations."""
+    import time
+
+    from scripts.ops import migrations
+
+    began = time.monotonic()
+    if INIT not in {s.name for s in list_snapshots(settings)}:
+        announce("This stack has no post-init snapshot yet: building it from the init scripts.")
+        build_init(settings)
+    result = rollback(settings, INIT, with_redis=False, announce=announce)
+    if with_redis:
+        file = redis_copies.path(settings, INIT)
+        redis_copies.put_back(settings, redis_copies.load(settings, INIT) if file.exists() else [])
+    applied = [f"{a.version}_{a.name}" for a in migrations.migrate(settings)]
+    return RolledBack(
+        result.snapshot,
+        result.database,
+        result.ended,
+        with_redis,
+        time.monotonic() - began,
+        applied,
+    )
+
+
+def build_init(settings: Settings) -> None:
+    """The "init" snapshot made from scratch: a new database, the init scripts' schema and
+    seed, this checkout's migrations (for stacks initialised before snapshots existed)."""
+    from scripts.infra.database import connect, describe
+    from scripts.ops import migrations, stack
+
+    base = settings.postgres_base_db
+    target = names.snapshot_database(base, INIT)
+    scripts_dir = settings.root / "docker" / "init-scripts"
+    with stack.locked(settings), swap.admin(settings) as conn:
+        _tidy(conn, settings)
+        partial = names.partial_database(base, swap.stamp(fine=True))
+        app = copies.owner(conn, settings.postgres_db)
+        copies.execute(conn, "CREATE DATABASE {} TEMPLATE template0 OWNER {}", partial, app)
+        try:
+            with connect(settings, dbname=partial, admin=True) as scratch:
+                for script in sorted(scripts_dir.glob("*.sql")):
+                    scratch.execute(script.read_text(encoding="utf-8"))
+            migrations.migrate(settings, database=partial)
+        except Exception as exc:
+            copies.execute(conn, "DROP DATABASE IF EXISTS {} WITH (FORCE)", partial)
+            reason = describe(exc) if not isinstance(exc, StackError) else exc.message
+            raise StackError(f"The post-init snapshot could not be built: {reason}") from None
+        copies.set_comment(conn, partial, _comment(settings, redis=False))
+        copies.execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS false", partial)
+        copies.execute(conn, "DROP DATABASE IF EXISTS {} WITH (FORCE)", target)
+        copies.execute(conn, "ALTER DATABASE {} RENAME TO {}", partial, target)
+
+
+def _same_log_times(settings: Settings, target: str, versions: list[str]) -> None:
+    """The migration log of `target` gets the live database's times for `versions`, so a
+    reset gives exactly what the live database had right after migrating."""
+    from scripts.infra.database import connect
+
+    query = "SELECT version, applied_at FROM schema_migrations WHERE version = ANY(%s)"
+    with connect(settings) as live:
+        times = live.execute(query, [versions]).fetchall()
+    with connect(settings, dbname=target) as copy:
+        for version, applied_at in times:
+            copy.execute(
+                "UPDATE schema_migrations SET applied_at = %s WHERE version = %s",
+                [applied_at, version],
+            )
+
+
+def migrate_init(settings: Settings) -> str | None:
+    """Apply new migrations to the "init" snapshot too, so `inv db.reset` keeps them; return
+    a warning when that failed (the snapshot is then dropped and rebuilt on the next reset)."""
+    from scripts.ops import migrations, stack
+
+    target = names.snapshot_database(settings.postgres_base_db, INIT)
+    with stack.locked(settings), swap.admin(settings) as conn:
+        if target not in swap.databases(conn):
+            return None
+        copies.execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", target)
+        try:
+            applied = migrations.migrate(settings, database=target)
+            _same_log_times(settings, target, [a.version for a in applied])
+        except StackError as exc:
+            copies.execute(conn, "DROP DATABASE {} WITH (FORCE)", target)
+            return (
+                f"The post-init snapshot could not take the new migrations ({exc.message}); "
+                "it was dropped, and the next `inv db.reset` builds it again."
+            )
+        finally:
+            if target in swap.databases(conn):
+                swap.close_connections(conn, target)
+                copies.execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS false", target)
+    return None
+
+
+def inventory(settings: Settings) -> list[str]:
+    """What `inv reset` deletes besides the data itself: the snapshots and the branches,
+    named (nothing when PostgreSQL does not run: it cannot be asked)."""
+    from scripts.ops import branches
+
+    try:
+        found = list_snapshots(settings)
+        others = [b for b in branches.list_branches(settings) if b.name != names.MAIN]
+    except StackError:
+        return []
+    listed = []
+    if found:
+        listed.append(f"snapshots {', '.join(s.name for s in found)} (not backups)")
+    if others:
+        listed.append(f"branches {', '.join(b.name for b in others)}")
+    return listed
+
+
+def forget(settings: Settings) -> list[str]:
+    """After `inv reset`: the copies of Redis and the git pairs go too, and the current branch
+    is main again (the others' databases are gone)."""
+    from scripts.ops import branches, gitfollow
+
+    gone = []
+    for file in redis_copies.all_paths(settings):
+        file.unlink(missing_ok=True)
+        gone.append(f"Redis copy {file.name}")
+    gitfollow.state_path(settings).unlink(missing_ok=True)
+    if settings.postgres_branch != names.MAIN:
+        branches.make_current(settings, names.MAIN)
+        gone.append(f"branch {settings.postgres_branch!r} (POSTGRES_BRANCH is main again)")
+    return gone

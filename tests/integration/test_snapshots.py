@@ -1,0 +1,582 @@
+"""Snapshots, rollbacks, db.reset and branches, on the live test stack (both backends), through
+the `inv` command line and stock clients, as an application and its developer use them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from scripts import settings as settings_module
+from scripts.backends import get_backend
+from scripts.settings import Settings
+from tests.integration.helpers import ROOT, Inv, ensure_up
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+PREFIX = "t-"  # every snapshot and branch these tests make
+MIGRATIONS = ROOT / "docker" / "migrations"
+
+
+def _ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def _fails(result: subprocess.CompletedProcess[str], code: int = 1) -> str:
+    output = result.stdout + result.stderr
+    assert result.returncode == code, output
+    assert "Traceback" not in output, output
+    return output
+
+
+def _current() -> Settings:
+    """The settings as the env file says now (a branch switch rewrites it)."""
+    return settings_module.load()
+
+
+def _app_url() -> str:
+    """DATABASE_URL as an application reads .env: with python-dotenv, fresh each time."""
+    from dotenv import dotenv_values
+
+    url = dotenv_values(os.environ["STACK_ENV_FILE"])["DATABASE_URL"]
+    assert url
+    return url
+
+
+def _admin(stack: Settings, dbname: str = "postgres") -> Conn:
+    return psycopg.connect(make_conninfo(**stack.pg_conninfo(dbname, admin=True)), autocommit=True)
+
+
+def _md5s(url: str) -> dict[str, str]:
+    """md5 of every table of the database `url` names (sorted in memory: a test may have put
+    the database on a disk with no room for temporary files)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET work_mem = '256MB'")
+        tables = conn.execute(
+            "SELECT schemaname, tablename FROM pg_tables WHERE schemaname NOT IN "
+            "('pg_catalog', 'information_schema') ORDER BY 1, 2"
+        ).fetchall()
+        found = {}
+        for schema, table in tables:
+            query = sql.SQL(
+                "SELECT coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {} AS t"
+            ).format(sql.Identifier(schema, table))
+            row = conn.execute(query).fetchone()
+            found[f"{schema}.{table}"] = str(row[0] if row else "")
+    return found
+
+
+def _snapshots(inv: Inv) -> dict[str, dict[str, Any]]:
+    import json
+
+    listed = json.loads(_ok(inv("db.snapshots", "--json")).stdout)
+    return {s["name"]: s for s in listed}
+
+
+def _databases(stack: Settings) -> set[str]:
+    with _admin(stack) as conn:
+        return {str(r[0]) for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
+
+
+@pytest.fixture
+def tidy(stack: Settings, inv: Inv) -> Iterator[Settings]:
+    """The stack up, on branch main, with no snapshot or branch of these tests afterwards."""
+    ensure_up(stack)
+    yield stack
+    if _current().postgres_branch != "main":
+        _ok(inv("db.branch", "--switch", "main"))
+    for name in _snapshots(inv):
+        if name.startswith(PREFIX):
+            _ok(inv("db.snapshot", "--delete", name))
+    with _admin(stack) as conn:
+        for name in _databases(stack):
+            if name.startswith(f"{stack.postgres_base_db}__{PREFIX}"):
+                conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    with psycopg.connect(_app_url(), autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS snap_a, snap_b, snap_total, snap_marker")
+
+
+def _marker(value: str) -> None:
+    with psycopg.connect(_app_url(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS snap_marker (value text)")
+        conn.execute("INSERT INTO snap_marker VALUES (%s)", [value])
+
+
+def _markers() -> list[str] | None:
+    with psycopg.connect(_app_url(), autocommit=True) as conn:
+        if conn.execute("SELECT to_regclass('snap_marker') IS NULL").fetchone() == (True,):
+            return None
+        return [str(r[0]) for r in conn.execute("SELECT value FROM snap_marker ORDER BY 1")]
+
+
+# --- a snapshot is one moment ---------------------------------------------------------------
+
+
+class Writer(threading.Thread):
+    """An application that commits without pause: each transaction adds one row to snap_a,
+    one to snap_b and counts it in snap_total; it reconnects whenever it is cut off."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.stop = threading.Event()
+        self.committed = 0
+        self.reconnects = 0
+
+    def run(self) -> None:
+        conn: Conn | None = None
+        while not self.stop.is_set():
+            try:
+                if conn is None:
+                    conn = psycopg.connect(_app_url(), connect_timeout=5)
+                with conn.transaction():
+                    n = self.committed + 1
+                    conn.execute("INSERT INTO snap_a VALUES (%s)", [n])
+                    conn.execute("INSERT INTO snap_b VALUES (%s)", [n])
+                    conn.execute("UPDATE snap_total SET n = n + 1")
+                self.committed = n
+            except psycopg.Error:
+                self.reconnects += 1
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(0.02)
+        if conn is not None:
+            conn.close()
+
+
+def test_a_snapshot_taken_while_a_writer_commits_is_one_consistent_state(
+    tidy: Settings, inv: Inv
+) -> None:
+    with psycopg.connect(_app_url(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE snap_a (n int PRIMARY KEY)")
+        conn.execute("CREATE TABLE snap_b (n int PRIMARY KEY)")
+        conn.execute("CREATE TABLE snap_total (n int NOT NULL)")
+        conn.execute("INSERT INTO snap_total VALUES (0)")
+    writer = Writer()
+    writer.start()
+    try:
+        while writer.committed < 50:
+            time.sleep(0.01)
+        taken = _ok(inv("db.snapshot", f"{PREFIX}moving"))
+        assert "Ending 1 connection(s)" in taken.stdout, taken.stdout
+        before = writer.committed
+        deadline = time.monotonic() + 30
+        while writer.committed < before + 50 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        writer.stop.set()
+        writer.join(10)
+    assert writer.committed >= before + 50, "the writer could not go on after the snapshot"
+    assert writer.reconnects >= 1
+
+    _ok(inv("db.rollback", f"{PREFIX}moving"))
+    with psycopg.connect(_app_url()) as conn:
+        a = conn.execute("SELECT count(*), coalesce(max(n), 0) FROM snap_a").fetchone()
+        b = conn.execute("SELECT count(*), coalesce(max(n), 0) FROM snap_b").fetchone()
+        total = conn.execute("SELECT n FROM snap_total").fetchone()
+    assert a is not None and b is not None and total is not None
+    assert a == b == (total[0], total[0]), (a, b, total)
+    assert 50 <= total[0] < writer.committed
+
+
+# --- rollback ---------------------------------------------------------------------------------
+
+
+def test_rollback_while_the_application_holds_open_connections(tidy: Settings, inv: Inv) -> None:
+    _marker("before")
+    _ok(inv("db.snapshot", f"{PREFIX}open"))
+    _marker("after")
+    idle = psycopg.connect(_app_url(), autocommit=True)
+    in_transaction = psycopg.connect(_app_url())
+    in_transaction.execute("SELECT count(*) FROM snap_marker")  # a transaction left open
+    reader = psycopg.connect(_app_url(), autocommit=True)
+    try:
+        result = _ok(inv("db.rollback", f"{PREFIX}open"))
+        assert "ended 3 connection(s)" in result.stdout, result.stdout
+        for old in (idle, in_transaction, reader):
+            with pytest.raises(psycopg.OperationalError):
+                old.execute("SELECT 1")
+    finally:
+        for conn in (idle, in_transaction, reader):
+            conn.close()
+    assert _markers() == ["before"]  # a new connection sees the snapshot's state
+    assert f"{PREFIX}open" in _snapshots(inv), "the snapshot is kept for another rollback"
+
+
+def test_a_rollback_can_be_rolled_back(tidy: Settings, inv: Inv) -> None:
+    _marker("one")
+    _ok(inv("db.snapshot", f"{PREFIX}one"))
+    _marker("two")
+    at_two = _md5s(_app_url())
+
+    _ok(inv("db.rollback", f"{PREFIX}one"))
+    assert _markers() == ["one"]
+    _ok(inv("db.rollback", "undo"))
+    assert _markers() == ["one", "two"]
+    assert _md5s(_app_url()) == at_two
+    _ok(inv("db.rollback", "undo"))  # the undo of the undo
+    assert _markers() == ["one"]
+    _ok(inv("db.rollback", "--latest"))  # t-one, the newest snapshot a user took
+    assert _markers() == ["one"]
+
+
+def test_names_are_checked_and_never_collide(tidy: Settings, inv: Inv) -> None:
+    assert "not a snapshot name" in _fails(inv("db.snapshot", "Bad/Name"), code=2)
+    assert "stack's own snapshot" in _fails(inv("db.snapshot", "init"), code=2)
+    _ok(inv("db.snapshot", f"{PREFIX}same"))
+    output = _fails(inv("db.snapshot", f"{PREFIX}same"))
+    assert f"Snapshot '{PREFIX}same' exists already" in output
+    output = _fails(inv("db.rollback", f"{PREFIX}sam"))
+    assert f"did you mean '{PREFIX}same'" in output
+    assert "not a branch name" in _fails(inv("db.branch", "feature/x"), code=2)
+
+
+# --- db.reset -----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _kept_init(stack: Settings) -> Iterator[None]:
+    """The post-init snapshot as it is, put back afterwards (a test migration goes again)."""
+    init = f"{stack.postgres_base_db}__snapshot__init"
+    saved = f"{stack.postgres_base_db}__t_saved_init"
+    with _admin(stack) as conn:
+        comment = conn.execute(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+            [init],
+        ).fetchone()
+        assert comment is not None, "inv init made no post-init snapshot"
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(saved), sql.Identifier(init)
+            )
+        )
+    try:
+        yield
+    finally:
+        with _admin(stack) as conn:
+            for statement in (
+                "DROP DATABASE IF EXISTS {init} WITH (FORCE)",
+                "ALTER DATABASE {saved} RENAME TO {init}",
+                "ALTER DATABASE {init} WITH ALLOW_CONNECTIONS false",
+            ):
+                conn.execute(
+                    sql.SQL(statement).format(
+                        init=sql.Identifier(init), saved=sql.Identifier(saved)
+                    )
+                )
+            conn.execute(
+                sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                    sql.Identifier(init), sql.Literal(comment[0])
+                )
+            )
+
+
+def test_db_reset_returns_to_the_post_init_contents_after_a_migration_and_writes(
+    tidy: Settings, inv: Inv
+) -> None:
+    migration = MIGRATIONS / "9001_snapshot_test_labels.sql"
+    _ok(inv("db.snapshot", f"{PREFIX}before-reset-test"))
+    try:
+        with _kept_init(tidy):
+            _ok(inv("db.reset"))
+            post_init = _md5s(_app_url())
+
+            with psycopg.connect(_app_url(), autocommit=True) as conn:
+                conn.execute(
+                    "UPDATE users SET is_verified = NOT is_verified WHERE username = 'alice_dev'"
+                )
+                conn.execute("DELETE FROM reviews")
+            result = _ok(inv("db.reset"))
+            assert "back to snapshot 'init'" in result.stdout
+            assert _md5s(_app_url()) == post_init
+
+            migration.write_text(
+                "CREATE TABLE snapshot_test_labels (name text PRIMARY KEY);\n"
+                "INSERT INTO snapshot_test_labels VALUES ('kept by db.reset');\n"
+            )
+            _ok(inv("db.migrate"))
+            post_migration = _md5s(_app_url())
+            assert post_migration != post_init
+            with psycopg.connect(_app_url(), autocommit=True) as conn:
+                conn.execute("INSERT INTO snapshot_test_labels VALUES ('a write')")
+                conn.execute("DELETE FROM transactions")
+            _ok(inv("db.reset"))
+            assert _md5s(_app_url()) == post_migration  # schema + seed + migrations, exactly
+    finally:
+        migration.unlink(missing_ok=True)
+        _ok(inv("db.rollback", f"{PREFIX}before-reset-test"))
+
+
+def test_db_reset_leaves_redis_alone_unless_asked(tidy: Settings, inv: Inv) -> None:
+    import redis
+
+    client = redis.Redis.from_url(tidy.redis_url.reveal())
+    try:
+        client.set("snap:key", "kept")
+        _ok(inv("db.snapshot", f"{PREFIX}before-redis-test"))
+        _ok(inv("db.reset"))
+        assert client.get("snap:key") == b"kept"
+        _ok(inv("db.reset", "--with-redis"))
+        assert client.get("snap:key") is None
+        _ok(inv("db.rollback", f"{PREFIX}before-redis-test"))
+    finally:
+        client.delete("snap:key")
+        client.close()
+
+
+def test_a_snapshot_with_redis_puts_every_key_back(tidy: Settings, inv: Inv) -> None:
+    import redis
+
+    client = redis.Redis.from_url(tidy.redis_url.reveal())
+    other_db = redis.Redis.from_url(tidy.redis_url.reveal().rsplit("/", 1)[0] + "/3")
+    try:
+        client.set("snap:str", b"\x00\xffbinary")
+        client.set("snap:ttl", "expires", ex=3600)
+        client.rpush("snap:list", "a", "b")
+        other_db.hset("snap:hash", mapping={"f": "v"})
+        _ok(inv("db.snapshot", f"{PREFIX}with-redis", "--with-redis"))
+        client.delete("snap:str")
+        client.set("snap:new", "x")
+        other_db.delete("snap:hash")
+
+        _ok(inv("db.rollback", f"{PREFIX}with-redis", "--with-redis"))
+        assert client.get("snap:str") == b"\x00\xffbinary"
+        assert 3500 < client.ttl("snap:ttl") <= 3600
+        assert client.lrange("snap:list", 0, -1) == [b"a", b"b"]
+        assert other_db.hgetall("snap:hash") == {b"f": b"v"}
+        assert client.get("snap:new") is None
+        _ok(inv("db.rollback", "undo", "--with-redis"))
+        assert client.get("snap:new") == b"x"
+    finally:
+        client.delete("snap:str", "snap:ttl", "snap:list", "snap:new")
+        other_db.delete("snap:hash")
+        client.close()
+        other_db.close()
+
+
+# --- branches -------------------------------------------------------------------------------
+
+
+def test_branches_create_switch_and_delete(tidy: Settings, inv: Inv) -> None:
+    _marker("on main")
+    main_url = _app_url()
+    created = _ok(inv("db.branch", f"{PREFIX}feature"))
+    assert f"Branch '{PREFIX}feature'" in created.stdout
+    branch_url = _app_url()
+    assert branch_url != main_url
+    assert branch_url.endswith(f"/{tidy.postgres_base_db}__{PREFIX}feature")
+    assert _markers() == ["on main"]  # a stock client following .env sees the clone
+    _marker("on the branch")
+
+    status = _ok(inv("status", "--json"))
+    assert f'"branch": "{PREFIX}feature"' in status.stdout
+    backup_banner = _ok(inv("db.migrate", "--status")).stdout
+    assert f"database {tidy.postgres_base_db}__{PREFIX}feature" in backup_banner
+
+    _ok(inv("db.branch", "--switch", "main"))
+    assert _app_url() == main_url
+    assert _markers() == ["on main"]
+    _ok(inv("db.branch", "--switch", f"{PREFIX}feature"))
+    assert _markers() == ["on main", "on the branch"]
+
+    assert "is the current one" in _fails(inv("db.branch", "--delete", f"{PREFIX}feature", "--yes"))
+    _ok(inv("db.branch", "--switch", "main"))
+    assert "add --yes" in _fails(inv("db.branch", "--delete", f"{PREFIX}feature"))
+    _ok(inv("db.branch", "--delete", f"{PREFIX}feature", "--yes"))
+    assert f"{tidy.postgres_base_db}__{PREFIX}feature" not in _databases(tidy)
+    listed = _ok(inv("db.branch", "--list")).stdout
+    assert f"{PREFIX}feature" not in listed and "main" in listed
+
+
+def test_a_branch_set_by_hand_in_the_env_file_is_named_with_the_fix(
+    tidy: Settings, inv: Inv
+) -> None:
+    """POSTGRES_BRANCH edited in .env (DATABASE_URL left as it was), then a branch that does
+    not exist: each gets one sentence naming the fix, and `--switch` puts both right."""
+    from scripts import envfile
+
+    env_file = Path(os.environ["STACK_ENV_FILE"])
+    original = env_file.read_text()
+    _ok(inv("db.branch", f"{PREFIX}edited"))
+    _ok(inv("db.branch", "--switch", "main"))
+    try:
+        envfile.update(env_file, {"POSTGRES_BRANCH": f"{PREFIX}edited"})
+        output = _fails(inv("db.migrate"))
+        assert "names another database than POSTGRES_BRANCH=t-edited" in output
+        assert f"`inv db.branch --switch {PREFIX}edited`" in output
+        _ok(inv("db.branch", "--switch", f"{PREFIX}edited"))
+        assert _app_url().endswith(f"/{tidy.postgres_base_db}__{PREFIX}edited")
+        _ok(inv("db.migrate"))
+
+        envfile.update(env_file, {"POSTGRES_BRANCH": f"{PREFIX}nowhere", "DATABASE_URL": ""})
+        output = _fails(inv("db.migrate"))
+        assert f"POSTGRES_BRANCH={PREFIX}nowhere names no database" in output
+        assert "`inv db.branch --switch main`" in output
+    finally:
+        env_file.write_text(original)
+
+
+def _git(repo: Path, *args: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com")
+    env.update(GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com")
+    done = subprocess.run(
+        ["git", "-C", str(repo), *args], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_follow_git_keeps_a_feature_branch_migration_out_of_main(
+    tidy: Settings, inv: Inv, tmp_path: Path
+) -> None:
+    repo = tmp_path / "app"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "commit", "-q", "--allow-empty", "-m", "start")
+    migration = MIGRATIONS / "9002_feature_only_table.sql"
+    feature = f"{PREFIX}tags"
+    try:
+        _ok(inv("db.branch", "--follow-git", "--repo", str(repo)))
+        _git(repo, "checkout", "-q", "-b", feature)
+        assert _current().postgres_branch == feature
+        migration.write_text("CREATE TABLE feature_only (id int);\n")
+        applied = _ok(inv("db.migrate"))
+        assert "9002" in applied.stdout
+        migration.unlink()  # the file is the feature branch's: main's checkout has none
+
+        _git(repo, "checkout", "-q", "main")
+        assert _current().postgres_branch == "main"
+        with psycopg.connect(_app_url()) as conn:
+            assert conn.execute("SELECT to_regclass('feature_only')").fetchone() == (None,)
+            logged = conn.execute(
+                "SELECT count(*) FROM schema_migrations WHERE version = '9002'"
+            ).fetchone()
+            assert logged == (0,)
+        _git(repo, "checkout", "-q", feature)  # the branch's database again, as it was left
+        with psycopg.connect(_app_url()) as conn:
+            assert conn.execute("SELECT to_regclass('feature_only')").fetchone() != (None,)
+        _git(repo, "checkout", "-q", "main")
+    finally:
+        migration.unlink(missing_ok=True)
+        _ok(inv("db.branch", "--unfollow-git", "--repo", str(repo)))
+    assert not (repo / ".git" / "hooks" / "post-checkout").exists()
+
+
+# --- a full disk ----------------------------------------------------------------------------
+
+
+DISK_BYTES = 96 * 1024 * 1024
+
+
+@contextlib.contextmanager
+def _database_on_a_small_disk(stack: Settings, inv: Inv) -> Iterator[None]:
+    """The live database moved into a tablespace on a tmpfs of DISK_BYTES: a real disk that
+    fills up. Native: the tmpfs is where the server can reach it. Compose: mounted inside the
+    postgres volume before the container starts, so the container sees it too."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    backend = get_backend(stack)
+    if backend.name == "compose":
+        name = f"{stack.project}_postgres_data"
+        volume = subprocess.run(
+            ["docker", "volume", "inspect", "-f", "{{.Mountpoint}}", name],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        mountpoint, inside = Path(volume) / "small_disk", "/var/lib/postgresql/data/small_disk"
+        _ok(inv("down"))
+    else:  # beside the data dir: where the server's account can reach it
+        with _admin(stack) as conn:
+            row = conn.execute("SHOW data_directory").fetchone()
+        assert row is not None
+        mountpoint = Path(str(row[0])).parent / "small_disk"
+        inside = str(mountpoint)
+    mountpoint.mkdir(exist_ok=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={DISK_BYTES}", "tmpfs", str(mountpoint)], check=True
+    )
+    try:
+        ensure_up(stack)
+        owner = _server_owner(stack, backend.name)
+        (mountpoint / "ts").mkdir()
+        os.chown(mountpoint / "ts", *owner)
+        mountpoint.chmod(0o755)
+        with _admin(stack) as conn:
+            conn.execute(f"CREATE TABLESPACE t_small LOCATION '{inside}/ts'")
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} SET TABLESPACE t_small").format(
+                    sql.Identifier(stack.postgres_db)
+                )
+            )
+        yield
+    finally:
+        with _admin(stack) as conn:
+            conn.execute(
+                sql.SQL(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {}"
+                ).format(sql.Literal(stack.postgres_db))
+            )
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} SET TABLESPACE pg_default").format(
+                    sql.Identifier(stack.postgres_db)
+                )
+            )
+            conn.execute("DROP TABLESPACE IF EXISTS t_small")
+        if backend.name == "compose":
+            _ok(inv("down"))
+        subprocess.run(["umount", str(mountpoint)], check=True)
+        mountpoint.rmdir()
+        ensure_up(stack)
+
+
+def _server_owner(stack: Settings, backend: str) -> tuple[int, int]:
+    """uid and gid of the account PostgreSQL runs as (on compose: inside the container)."""
+    if backend == "compose":
+        found = subprocess.run(
+            ["docker", "compose", "--project-name", stack.project, "exec", "-T", "postgres",
+             "stat", "-c", "%u %g", "/var/lib/postgresql/data/PG_VERSION"],
+            capture_output=True, text=True, check=True, cwd=ROOT, env=stack.subprocess_env(),
+        ).stdout.split()  # fmt: skip
+        return int(found[0]), int(found[1])
+    with _admin(stack) as conn:
+        row = conn.execute(
+            "SELECT setting FROM pg_settings WHERE name = 'data_directory'"
+        ).fetchone()
+    assert row is not None
+    info = Path(str(row[0])).stat()
+    return info.st_uid, info.st_gid
+
+
+def test_a_full_disk_while_taking_a_snapshot_leaves_no_half_snapshot(
+    tidy: Settings, inv: Inv
+) -> None:
+    with _database_on_a_small_disk(tidy, inv):
+        with psycopg.connect(_app_url(), autocommit=True) as conn:
+            conn.execute("CREATE TABLE snap_marker (value text)")
+            conn.execute(  # ~55 MB in rows stored as they are: a copy cannot fit beside it
+                "INSERT INTO snap_marker "
+                "SELECT repeat(md5(g::text), 60) FROM generate_series(1, 28000) AS g"
+            )
+        before = _md5s(_app_url())
+        databases = _databases(tidy)
+
+        output = _fails(inv("db.snapshot", f"{PREFIX}too-big"))
+        assert re.search(r"could not copy .*(No space left|could not extend)", output), output
+        assert "nothing was changed" in output
+
+        assert f"{PREFIX}too-big" not in _snapshots(inv)
+        assert _databases(tidy) == databases, "a half copy was left"
+        assert _md5s(_app_url()) == before
+        with psycopg.connect(_app_url(), autocommit=True) as conn:  # it takes connections again
+            conn.execute("DROP TABLE snap_marker")
