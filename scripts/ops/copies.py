@@ -2,8 +2,9 @@
 
 PostgreSQL copies a database (CREATE DATABASE ... TEMPLATE) only while nobody is connected
 to it; STRATEGY FILE_COPY copies its files (a checkpoint, then a file copy: seconds per GB)
-instead of WAL-logging every block. While a copy is taken, the source refuses new
-connections, so an application that reconnects at once cannot spoil it. A journal in the
+instead of WAL-logging every block, which only small databases copy faster. While a copy is
+taken, the source refuses new connections, so an application that reconnects at once cannot
+spoil it. A journal in the
 state dir says what a killed command left half done; `recover` puts it in order: the source
 open again, a half copy dropped, a rollback finished or undone.
 """
@@ -27,6 +28,10 @@ if TYPE_CHECKING:
     from scripts.settings import Settings
 
 Announce = Callable[[str], None]
+# Below this size WAL_LOG copies faster: FILE_COPY's two checkpoints cost more than the data
+# (measured here: 8 MB 0.14 s WAL_LOG vs 0.18-0.24 s FILE_COPY; 100 MB 0.52 s vs 0.38 s;
+# 1 GB 5.7 s vs 2.8 s).
+SMALL = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -122,15 +127,23 @@ def rollback(
     announce: Announce,
 ) -> int:
     """Make the live database a copy of `snapshot`; the old one becomes `keep_as` (replacing
-    it) with `keep_comment`. Returns how many connections had to end."""
+    it) with `keep_comment`. When `snapshot` is `keep_as` itself (an undo), the two trade
+    names instead, which costs no copy. Returns how many connections had to end."""
     live = settings.postgres_db
     aside = names.partial_database(settings.postgres_base_db, swap.stamp(fine=True))
     journal = Journal("rollback", snapshot, aside, live, keep_as, keep_comment)
     _write_journal(settings, journal)
     app = owner(conn, live)
     ended = _closed(conn, live, announce, "replaces")
+    crashpoints.reached("rollback.closed")
     execute(conn, "ALTER DATABASE {} RENAME TO {}", live, aside)
     crashpoints.reached("rollback.set-aside")
+    if snapshot == keep_as:  # back to the undo: it and the live state trade places, no copy
+        execute(conn, "ALTER DATABASE {} RENAME TO {}", snapshot, live)
+        execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", live)
+        _keep(conn, journal)
+        _clear_journal(settings)
+        return ended
     try:
         _create(conn, live, snapshot, app)
     except StackError:
@@ -171,10 +184,12 @@ def _create(conn: psycopg.Connection[Any], target: str, template: str, role: str
 
     from scripts.infra.database import describe
 
+    row = conn.execute("SELECT pg_database_size(%s)", [template]).fetchone()
+    strategy = "WAL_LOG" if row and int(row[0]) < SMALL else "FILE_COPY"
     try:
         execute(
             conn,
-            "CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY OWNER {}",
+            f"CREATE DATABASE {{}} TEMPLATE {{}} STRATEGY {strategy} OWNER {{}}",
             target,
             template,
             role,
@@ -230,3 +245,13 @@ def leftovers(conn: psycopg.Connection[Any], settings: Settings) -> list[str]:
         return []
     base = settings.postgres_base_db
     return sorted(n for n in swap.databases(conn) if names.is_partial(base, n))
+
+
+def remove_leftovers(settings: Settings) -> list[str]:
+    """Finish or undo a killed copy, then drop the half copies left: for `inv clean`."""
+    notes = recover(settings)
+    with swap.admin(settings) as conn:
+        found = leftovers(conn, settings)
+        for name in found:
+            execute(conn, "DROP DATABASE IF EXISTS {} WITH (FORCE)", name)
+    return [*notes, *(f"database {name}" for name in found)]

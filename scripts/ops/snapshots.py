@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from scripts import names
 from scripts.errors import StackError, UsageError
+from scripts.infra import crashpoints
 from scripts.ops import copies, redis_copies, swap
 from scripts.ops.copies import Announce
 
@@ -157,6 +158,7 @@ def take(
                 f"with `inv db.snapshot --delete {name}`."
             )
         partial, ended = copies.copy(conn, settings, settings.postgres_db, announce)
+        crashpoints.reached("snapshot.copied")
         if with_redis:
             redis_copies.take(settings, name)
         else:

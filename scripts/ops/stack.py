@@ -191,7 +191,7 @@ def clean(settings: Settings, backend: Backend) -> list[str]:
     with locked(settings):
         leftovers: list[str] = []
         if probe_for(settings, "postgres")().ok:  # dropping needs the server: before stopping
-            leftovers = swap.remove_leftovers(settings)
+            leftovers = swap.remove_leftovers(settings) + copies.remove_leftovers(settings)
         removed = backend.clean()
         return leftovers + removed + backup_files.remove_abandoned(settings)
 

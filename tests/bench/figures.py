@@ -34,6 +34,7 @@ class Target:
     check: Callable[[float, float], bool]
     # Judge against the baseline median of another figure (by key) instead of this one's.
     versus: str | None = None
+    versus_side: str = "baseline"  # or "product": that figure's product median
     # The size the target is defined for; at other sizes the verdict is only indicative.
     only_at: str | None = None
     relative: bool = True  # compares with a baseline (else an absolute limit)
@@ -150,7 +151,9 @@ def judge(result: Result, target: Target | None, earlier: dict[str, Result]) -> 
             result.target, result.status = target.text, "-"
             result.verdict = f"not judged: {target.versus} was not measured"
             return
-        compared = other.baseline.median
+        compared = (
+            other.product.median if target.versus_side == "product" else other.baseline.median
+        )
     met = target.check(result.product.median, compared)
     result.target = target.text
     result.status = "met" if met else "missed"

@@ -1,6 +1,7 @@
 """The figures of the benchmark, in the order they run on each stack.
 
-Start-up; per backend: cold init, health, stop, warm start (+ anchor), backups and restores.
+Start-up; per backend: cold init, health, db.reset, snapshot and rollback, stop, warm start
+(+ anchor), backups and restores with snapshots and rollbacks of the same data.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from scripts.ops.backup_files import FORMATS, manifest_path
-from tests.bench import baselines
+from tests.bench import baselines, snapshot_figures
 from tests.bench.baselines import RawNativeServers, ThrowawayStack
 from tests.bench.figures import Figure, Result, Side, Target, measure_figure
 from tests.bench.options import LARGE_RUNS, Options, Size
@@ -135,6 +136,8 @@ class Suite:
             )
         )
         self.record_versions(stack)
+        snapshot_figures.db_reset(self, stack)
+        snapshot_figures.snapshot_and_rollback(self, stack, None)
 
         self.measure(
             Figure(
@@ -291,6 +294,7 @@ class Suite:
             try:
                 for fmt in RESTORE_ORDER:
                     self.restore_figure(stack, size, fmt, kept[fmt])
+                snapshot_figures.snapshot_and_rollback(self, stack, size)
             finally:
                 for path in kept.values():
                     baselines.remove(path)

@@ -223,7 +223,8 @@ def test_a_rollback_can_be_rolled_back(tidy: Settings, inv: Inv) -> None:
 
     _ok(inv("db.rollback", f"{PREFIX}one"))
     assert _markers() == ["one"]
-    _ok(inv("db.rollback", "undo"))
+    undone = _ok(inv("db.rollback", "undo"))
+    assert "back to snapshot 'undo'" in undone.stdout
     assert _markers() == ["one", "two"]
     assert _md5s(_app_url()) == at_two
     _ok(inv("db.rollback", "undo"))  # the undo of the undo
@@ -580,3 +581,57 @@ def test_a_full_disk_while_taking_a_snapshot_leaves_no_half_snapshot(
         assert _md5s(_app_url()) == before
         with psycopg.connect(_app_url(), autocommit=True) as conn:  # it takes connections again
             conn.execute("DROP TABLE snap_marker")
+
+
+# --- killed at every step ---------------------------------------------------------------------
+
+
+def _partials(stack: Settings) -> set[str]:
+    return {n for n in _databases(stack) if "__snapshotting__" in n}
+
+
+@pytest.mark.parametrize("point", ["copy.closed", "copy.created", "snapshot.copied"])
+def test_a_snapshot_killed_at_any_step_is_no_snapshot_and_the_database_opens_again(
+    tidy: Settings, inv: Inv, point: str
+) -> None:
+    from scripts.infra import crashpoints
+
+    _marker("kept")
+    before = _md5s(_app_url())
+    killed = inv("db.snapshot", f"{PREFIX}killed", env={crashpoints.VARIABLE: point})
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+
+    assert f"{PREFIX}killed" not in _snapshots(inv)  # the next command, whatever it is
+    assert _md5s(_app_url()) == before  # and the database takes connections again
+    _ok(inv("clean"))
+    ensure_up(tidy)
+    assert _partials(tidy) == set(), "a half copy was left after inv clean"
+    _ok(inv("db.snapshot", f"{PREFIX}killed"))  # the name is free
+
+
+@pytest.mark.parametrize("point", ["rollback.closed", "rollback.set-aside", "rollback.copied"])
+def test_a_rollback_killed_at_any_step_leaves_the_old_state_or_the_new_one(
+    tidy: Settings, inv: Inv, point: str
+) -> None:
+    from scripts.infra import crashpoints
+
+    _marker("snapshot state")
+    _ok(inv("db.snapshot", f"{PREFIX}target"))
+    _marker("live state")
+    live_state = _md5s(_app_url())
+    killed = inv("db.rollback", f"{PREFIX}target", env={crashpoints.VARIABLE: point})
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+
+    done = _ok(inv("up-core"))  # what a user runs next
+    output = done.stdout + done.stderr
+    markers = _markers()
+    if point == "rollback.copied":
+        assert markers == ["snapshot state"], output
+        assert "it was finished" in output
+        _ok(inv("db.rollback", "undo"))  # the replaced state was kept as undo
+        assert _md5s(_app_url()) == live_state
+    else:
+        assert markers == ["live state", "snapshot state"], output
+        assert _md5s(_app_url()) == live_state
+    assert _partials(tidy) == set()
+    assert f"{PREFIX}target" in _snapshots(inv)
