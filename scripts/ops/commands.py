@@ -52,8 +52,8 @@ def init(*, yes: bool) -> Started:
     first_start = not backend.has_database()
     report = stack.up(settings, backend, CORE)
     applied = migrations.migrate(settings)
-    if first_start:  # what `inv db.reset` returns to: this state, exactly
-        snapshots.take(settings, snapshots.INIT, with_redis=True, announce=_announce, own=True)
+    if first_start:  # what `inv db.reset` returns to: this state, exactly (Redis: empty)
+        snapshots.take(settings, snapshots.INIT, with_redis=False, announce=_announce, own=True)
     return Started(settings, report, applied, stack.connection_lines(settings))
 
 
