@@ -1,8 +1,8 @@
 """Names of branches and snapshots, and the PostgreSQL databases that hold them.
 
 All of them live in the stack's server beside POSTGRES_DB, so their names are built from it
-with "__" as the separator; a name itself may not hold "__", which keeps the three kinds
-(branch, snapshot, a snapshot being taken) from ever meaning the same database.
+with "__" as the separator; a name itself may not hold "__", which keeps the kinds (branch,
+snapshot, a snapshot's spare copy, a copy being made) from ever meaning the same database.
 """
 
 from __future__ import annotations
@@ -82,3 +82,16 @@ def from_git(branch: str) -> str:
         return plain
     digest = hashlib.sha1(branch.encode(), usedforsecurity=False).hexdigest()[:6]
     return f"{plain[: MAX_NAME - 7].rstrip('-')}-{digest}"
+
+
+SPARE_MARK = "__spare__"
+
+
+def spare_database(base: str, name: str) -> str:
+    """A ready copy of snapshot `name` (scripts.ops.spares), never listed as a snapshot."""
+    return f"{base}{SPARE_MARK}{name}"
+
+
+def spare_of(base: str, database: str) -> str | None:
+    rest = database.removeprefix(f"{base}{SPARE_MARK}")
+    return rest if rest != database and NAME.match(rest) else None

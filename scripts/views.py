@@ -340,6 +340,7 @@ def snapshots(settings: Settings, found: Sequence[Snapshot], *, as_json: bool) -
                         "size": s.size,
                         "taken": s.taken.isoformat() if s.taken else None,
                         "redis": s.redis,
+                        "spare": s.spare,
                     }
                     for s in found
                 ],
@@ -369,12 +370,15 @@ def snapshots(settings: Settings, found: Sequence[Snapshot], *, as_json: bool) -
 
 
 def rolled_back(result: RolledBack) -> None:
-    ended = f"; ended {result.ended} connection(s)" if result.ended else ""
+    ended = (
+        f"; ended {result.ended} connection(s)" if result.ended else "; no connection had to end"
+    )
     redis = " and Redis" if result.redis else ""
+    spare = " (its spare copy was ready)" if result.from_spare else ""
     say(
         "ok",
         f"Database {result.database!r}{redis} back to snapshot {result.snapshot.name!r} in "
-        f"{result.seconds:.2f} s{ended}. Undo: `inv db.rollback undo`",
+        f"{result.seconds:.2f} s{spare}{ended}. Undo: `inv db.rollback undo`",
     )
     if result.migrations:
         say("ok", f"Applied this checkout's newer migrations: {', '.join(result.migrations)}")

@@ -142,11 +142,16 @@ class Status:
 
 def status() -> Status:
     from scripts.backends.native.layout import orphans_problem
-    from scripts.ops import stack, swap
+    from scripts.ops import copies, stack, swap
 
     settings, backend = open_stack(READ, announce=False)
     rows = stack.status(settings, backend)
-    found = (backend.ownership_problem(), swap.leftovers_problem(settings), orphans_problem())
+    found = (
+        backend.ownership_problem(),
+        swap.leftovers_problem(settings),
+        copies.leftovers_problem(settings),
+        orphans_problem(),
+    )
     problems = [p for p in found if p]
     return Status(backend, rows, problems, settings.postgres_db, settings.postgres_branch)
 

@@ -63,6 +63,19 @@ def pending(settings: Settings) -> bool:
     return journal_path(settings).exists()
 
 
+def temporary_name(settings: Settings) -> str:
+    """A new name for a copy being made (or a database set aside): never listed as done."""
+    base = settings.postgres_base_db
+    name = names.partial_database(base, swap.stamp(fine=True))
+    if len(name.encode()) > 63:
+        room = 63 - (len(name.encode()) - len(base.encode()))
+        raise StackError(
+            f"POSTGRES_DB={base} is too long for snapshots and branches, whose databases "
+            f"are named after it: at most {room} bytes leave room for their names."
+        )
+    return name
+
+
 def execute(conn: psycopg.Connection[Any], statement: str, *identifiers: str) -> None:
     """Run `statement` with `{}` placeholders filled by quoted identifiers."""
     from psycopg import sql
@@ -105,12 +118,12 @@ def copy(
 ) -> tuple[str, int]:
     """Copy `source` to a new database under a temporary name; return that name and how many
     connections had to end. The caller renames it to what it is (a complete copy)."""
-    partial = names.partial_database(settings.postgres_base_db, swap.stamp(fine=True))
+    partial = temporary_name(settings)
     _write_journal(settings, Journal("copy", source, partial))
     ended = _closed(conn, source, announce, "copies")
     try:
         crashpoints.reached("copy.closed")
-        _create(conn, partial, source, owner(conn, source))
+        create(conn, partial, source, owner(conn, source))
         crashpoints.reached("copy.created")
     finally:
         execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", source)
@@ -125,12 +138,15 @@ def rollback(
     keep_as: str,
     keep_comment: str,
     announce: Announce,
+    *,
+    consume: bool = False,
 ) -> int:
     """Make the live database a copy of `snapshot`; the old one becomes `keep_as` (replacing
-    it) with `keep_comment`. When `snapshot` is `keep_as` itself (an undo), the two trade
-    names instead, which costs no copy. Returns how many connections had to end."""
+    it) with `keep_comment`. When `snapshot` is `keep_as` itself (an undo), or may be used up
+    (`consume`: a spare copy), it is renamed into place instead, which costs no copy.
+    Returns how many connections had to end."""
     live = settings.postgres_db
-    aside = names.partial_database(settings.postgres_base_db, swap.stamp(fine=True))
+    aside = temporary_name(settings)
     journal = Journal("rollback", snapshot, aside, live, keep_as, keep_comment)
     _write_journal(settings, journal)
     app = owner(conn, live)
@@ -138,14 +154,16 @@ def rollback(
     crashpoints.reached("rollback.closed")
     execute(conn, "ALTER DATABASE {} RENAME TO {}", live, aside)
     crashpoints.reached("rollback.set-aside")
-    if snapshot == keep_as:  # back to the undo: it and the live state trade places, no copy
+    if snapshot == keep_as or consume:  # renamed into place: no copy
         execute(conn, "ALTER DATABASE {} RENAME TO {}", snapshot, live)
+        crashpoints.reached("rollback.copied")
+        execute(conn, "ALTER DATABASE {} OWNER TO {}", live, app)  # as a copy would have it
         execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", live)
         _keep(conn, journal)
         _clear_journal(settings)
         return ended
     try:
-        _create(conn, live, snapshot, app)
+        create(conn, live, snapshot, app)
     except StackError:
         execute(conn, "ALTER DATABASE {} RENAME TO {}", aside, live)
         execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", live)
@@ -179,7 +197,7 @@ def _closed(conn: psycopg.Connection[Any], database: str, announce: Announce, ve
         raise
 
 
-def _create(conn: psycopg.Connection[Any], target: str, template: str, role: str) -> None:
+def create(conn: psycopg.Connection[Any], target: str, template: str, role: str) -> None:
     import psycopg
 
     from scripts.infra.database import describe
@@ -255,3 +273,28 @@ def remove_leftovers(settings: Settings) -> list[str]:
         for name in found:
             execute(conn, "DROP DATABASE IF EXISTS {} WITH (FORCE)", name)
     return [*notes, *(f"database {name}" for name in found)]
+
+
+def leftovers_problem(settings: Settings) -> str | None:
+    """For `inv status`: half copies, or a killed snapshot or rollback (read with the tasks'
+    own client, as the application's role: cheap)."""
+    from scripts.infra import probes
+
+    if pending(settings):
+        return (
+            "A snapshot, rollback or branch was interrupted: the next changing command (or "
+            "`inv up-core`) puts it in order."
+        )
+    try:
+        rows, _ = probes.pg_query(probes.pg_login(settings), "SELECT datname FROM pg_database", 5)
+    except (OSError, probes.ProtocolError, probes.PgError):
+        return None
+    found = sorted(
+        str(r[0]) for r in rows if names.is_partial(settings.postgres_base_db, str(r[0]))
+    )
+    if not found:
+        return None
+    return (
+        f"Half copies left by killed snapshots or branches: {', '.join(found)} (disk space): "
+        "`inv clean` removes them."
+    )

@@ -10,6 +10,7 @@ replaced. Snapshots are not backups: they live in the stack and go with `inv res
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from scripts import names
 from scripts.errors import StackError, UsageError
 from scripts.infra import crashpoints
-from scripts.ops import copies, redis_copies, swap
+from scripts.ops import copies, redis_copies, spares, swap
 from scripts.ops.copies import Announce
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ class Snapshot:
     taken: dt.datetime | None
     branch: str  # the branch it was taken of
     redis: bool  # Redis's data was copied with it
+    spare: bool = False  # a spare copy is ready: a rollback to it is a rename (ops.spares)
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class RolledBack:
     redis: bool
     seconds: float
     migrations: list[str]  # applied after a db.reset (this checkout's, newer than the snapshot)
+    from_spare: bool = False  # its spare copy was renamed into place (no copy was made)
 
 
 def check_name(name: str, settings: Settings, *, own: bool = False) -> None:
@@ -85,6 +88,7 @@ def _listed(conn: psycopg.Connection[Any], settings: Settings) -> list[Snapshot]
         "SELECT datname, pg_database_size(oid), shobj_description(oid, 'pg_database') "
         "FROM pg_database ORDER BY datname"
     ).fetchall()
+    spares = {names.spare_of(base, str(r[0])) for r in rows} - {None}
     found = []
     for database, size, comment in rows:
         name = names.snapshot_of(base, str(database))
@@ -100,6 +104,7 @@ def _listed(conn: psycopg.Connection[Any], settings: Settings) -> list[Snapshot]
                 dt.datetime.fromisoformat(taken) if isinstance(taken, str) else None,
                 str(meta.get("branch", "?")),
                 bool(meta.get("redis")) and redis_copies.path(settings, name).exists(),
+                name in spares,
             )
         )
     epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
@@ -115,8 +120,40 @@ def _meta(comment: object) -> dict[str, Any]:
 
 
 def _comment(settings: Settings, *, redis: bool) -> str:
+    """What a snapshot's database comment records; `generation` changes whenever its contents
+    do, so a spare copy made before (scripts.ops.spares) is never used for it."""
+    import secrets
+
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    return json.dumps({"taken": now, "branch": settings.postgres_branch, "redis": redis})
+    return json.dumps(
+        {
+            "taken": now,
+            "branch": settings.postgres_branch,
+            "redis": redis,
+            "generation": secrets.token_hex(8),
+        }
+    )
+
+
+def _comment_of(conn: psycopg.Connection[Any], database: str) -> dict[str, Any]:
+    row = conn.execute(
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+        [database],
+    ).fetchone()
+    return _meta(row[0] if row else None)
+
+
+def generation(conn: psycopg.Connection[Any], database: str) -> str | None:
+    value = _comment_of(conn, database).get("generation")
+    return str(value) if value else None
+
+
+def _new_generation(conn: psycopg.Connection[Any], database: str) -> None:
+    """The contents of snapshot `database` changed: spares made before are out of date."""
+    import secrets
+
+    comment = _comment_of(conn, database) | {"generation": secrets.token_hex(8)}
+    copies.set_comment(conn, database, json.dumps(comment))
 
 
 def find(settings: Settings, name: str) -> Snapshot:
@@ -157,6 +194,7 @@ def take(
                 f"Snapshot {name!r} exists already: choose another name, or delete it first "
                 f"with `inv db.snapshot --delete {name}`."
             )
+        spares.drop(settings, name)  # a spare of an earlier snapshot of this name
         partial, ended = copies.copy(conn, settings, settings.postgres_db, announce)
         crashpoints.reached("snapshot.copied")
         if with_redis:
@@ -169,6 +207,7 @@ def take(
         copies.execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS false", partial)
         copies.execute(conn, "ALTER DATABASE {} RENAME TO {}", partial, target)
         snapshot = next(s for s in _listed(conn, settings) if s.name == name)
+    spares.start(settings, name)
     return Taken(snapshot, ended, time.monotonic() - began)
 
 
@@ -178,6 +217,7 @@ def delete(settings: Settings, name: str) -> Snapshot:
     snapshot = find(settings, name)
     with stack.locked(settings), swap.admin(settings) as conn:
         copies.execute(conn, "DROP DATABASE IF EXISTS {} WITH (FORCE)", snapshot.database)
+    spares.drop(settings, snapshot.name)
     redis_copies.path(settings, snapshot.name).unlink(missing_ok=True)
     return snapshot
 
@@ -204,19 +244,28 @@ def rollback(settings: Settings, name: str, *, with_redis: bool, announce: Annou
         else:
             redis_copies.path(settings, UNDO).unlink(missing_ok=True)
         undo_comment = _comment(settings, redis=with_redis)
+        base = settings.postgres_base_db
+        spare = names.spare_database(base, snapshot.name)
+        ready = (
+            snapshot.name != UNDO
+            and spare in swap.databases(conn)
+            and generation(conn, spare) == generation(conn, snapshot.database) is not None
+        )
         ended = copies.rollback(
             conn,
             settings,
-            snapshot.database,
-            names.snapshot_database(settings.postgres_base_db, UNDO),
+            spare if ready else snapshot.database,
+            names.snapshot_database(base, UNDO),
             undo_comment,
             announce,
+            consume=ready,
         )
         if data is not None:
             redis_copies.put_back(settings, data)
-    return RolledBack(
-        snapshot, settings.postgres_db, ended, with_redis, time.monotonic() - began, []
-    )
+    if snapshot.name != UNDO:
+        spares.start(settings, snapshot.name)  # for the next rollback to it
+    seconds = time.monotonic() - began
+    return RolledBack(snapshot, settings.postgres_db, ended, with_redis, seconds, [], ready)
 
 
 def _tidy(conn: psycopg.Connection[Any], settings: Settings) -> None:
@@ -246,14 +295,8 @@ def reset(settings: Settings, *, with_redis: bool, announce: Announce) -> Rolled
         file = redis_copies.path(settings, INIT)
         redis_copies.put_back(settings, redis_copies.load(settings, INIT) if file.exists() else [])
     applied = [f"{a.version}_{a.name}" for a in migrations.migrate(settings)]
-    return RolledBack(
-        result.snapshot,
-        result.database,
-        result.ended,
-        with_redis,
-        time.monotonic() - began,
-        applied,
-    )
+    seconds = time.monotonic() - began
+    return dataclasses.replace(result, redis=with_redis, seconds=seconds, migrations=applied)
 
 
 def build_init(settings: Settings) -> None:
@@ -267,7 +310,7 @@ def build_init(settings: Settings) -> None:
     scripts_dir = settings.root / "docker" / "init-scripts"
     with stack.locked(settings), swap.admin(settings) as conn:
         _tidy(conn, settings)
-        partial = names.partial_database(base, swap.stamp(fine=True))
+        partial = copies.temporary_name(settings)
         app = copies.owner(conn, settings.postgres_db)
         copies.execute(conn, "CREATE DATABASE {} TEMPLATE template0 OWNER {}", partial, app)
         try:
@@ -282,6 +325,7 @@ def build_init(settings: Settings) -> None:
         copies.set_comment(conn, partial, _comment(settings, redis=False))
         copies.execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS false", partial)
         copies.execute(conn, "DROP DATABASE IF EXISTS {} WITH (FORCE)", target)
+        spares.drop(settings, INIT)
         copies.execute(conn, "ALTER DATABASE {} RENAME TO {}", partial, target)
 
 
@@ -314,6 +358,7 @@ def migrate_init(settings: Settings) -> str | None:
         try:
             applied = migrations.migrate(settings, database=target)
             _same_log_times(settings, target, [a.version for a in applied])
+            _new_generation(conn, target)
         except StackError as exc:
             copies.execute(conn, "DROP DATABASE {} WITH (FORCE)", target)
             return (
@@ -341,7 +386,10 @@ def inventory(settings: Settings) -> list[str]:
     if found:
         listed.append(f"snapshots {', '.join(s.name for s in found)} (not backups)")
     if others:
-        listed.append(f"branches {', '.join(b.name for b in others)}")
+        listed.append(
+            f"branches {', '.join(b.name for b in others)} (the safety backup holds branch "
+            f"{settings.postgres_branch}'s database only)"
+        )
     return listed
 
 

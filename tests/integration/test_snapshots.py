@@ -90,11 +90,31 @@ def _databases(stack: Settings) -> set[str]:
         return {str(r[0]) for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
 
 
+def _spares_made() -> None:
+    """Wait until no spare copy is being made in the background (scripts.ops.spares), so a
+    test sees only its own databases come and go."""
+    import psutil
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        makers = [
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if "scripts.ops.spares" in (p.info["cmdline"] or [])
+        ]
+        if not makers:
+            return
+        time.sleep(0.05)
+    pytest.fail("a spare copy was still being made after 120 s")
+
+
 @pytest.fixture
 def tidy(stack: Settings, inv: Inv) -> Iterator[Settings]:
     """The stack up, on branch main, with no snapshot or branch of these tests afterwards."""
     ensure_up(stack)
+    _spares_made()
     yield stack
+    _spares_made()
     if _current().postgres_branch != "main":
         _ok(inv("db.branch", "--switch", "main"))
     for name in _snapshots(inv):
@@ -259,22 +279,26 @@ def _kept_init(stack: Settings) -> Iterator[None]:
         ).fetchone()
         assert comment is not None, "inv init made no post-init snapshot"
         conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(saved), sql.Identifier(init)
+            sql.SQL("CREATE DATABASE {} TEMPLATE {} OWNER {}").format(
+                sql.Identifier(saved), sql.Identifier(init), sql.Identifier(stack.postgres_user)
             )
         )
     try:
         yield
     finally:
+        _spares_made()
         with _admin(stack) as conn:
             for statement in (
+                "DROP DATABASE IF EXISTS {spare} WITH (FORCE)",  # of the init put back below
                 "DROP DATABASE IF EXISTS {init} WITH (FORCE)",
                 "ALTER DATABASE {saved} RENAME TO {init}",
                 "ALTER DATABASE {init} WITH ALLOW_CONNECTIONS false",
             ):
                 conn.execute(
                     sql.SQL(statement).format(
-                        init=sql.Identifier(init), saved=sql.Identifier(saved)
+                        init=sql.Identifier(init),
+                        saved=sql.Identifier(saved),
+                        spare=sql.Identifier(f"{stack.postgres_base_db}__spare__init"),
                     )
                 )
             conn.execute(
@@ -603,6 +627,9 @@ def test_a_snapshot_killed_at_any_step_is_no_snapshot_and_the_database_opens_aga
 
     assert f"{PREFIX}killed" not in _snapshots(inv)  # the next command, whatever it is
     assert _md5s(_app_url()) == before  # and the database takes connections again
+    if point == "snapshot.copied":  # the copy was complete, its snapshot name not yet given
+        status = _ok(inv("status"))
+        assert "Half copies left by killed snapshots" in status.stdout, status.stdout
     _ok(inv("clean"))
     ensure_up(tidy)
     assert _partials(tidy) == set(), "a half copy was left after inv clean"
@@ -619,6 +646,7 @@ def test_a_rollback_killed_at_any_step_leaves_the_old_state_or_the_new_one(
     _ok(inv("db.snapshot", f"{PREFIX}target"))
     _marker("live state")
     live_state = _md5s(_app_url())
+    _spares_made()  # the rollback renames the spare into place (the copying path: below)
     killed = inv("db.rollback", f"{PREFIX}target", env={crashpoints.VARIABLE: point})
     assert killed.returncode == -9, killed.stdout + killed.stderr
 
@@ -635,3 +663,52 @@ def test_a_rollback_killed_at_any_step_leaves_the_old_state_or_the_new_one(
         assert _md5s(_app_url()) == live_state
     assert _partials(tidy) == set()
     assert f"{PREFIX}target" in _snapshots(inv)
+
+
+@pytest.mark.parametrize("point", ["rollback.set-aside", "rollback.copied"])
+def test_a_rollback_that_copies_killed_at_any_step_leaves_the_old_state_or_the_new_one(
+    tidy: Settings, inv: Inv, point: str
+) -> None:
+    """As above, with no spare copy ready: the rollback copies the snapshot itself."""
+    from scripts.infra import crashpoints
+
+    _marker("snapshot state")
+    _ok(inv("db.snapshot", f"{PREFIX}target"))
+    _spares_made()
+    with _admin(tidy) as conn:
+        spare = f"{tidy.postgres_base_db}__spare__{PREFIX}target"
+        conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(spare)))
+    _marker("live state")
+    live_state = _md5s(_app_url())
+    killed = inv("db.rollback", f"{PREFIX}target", env={crashpoints.VARIABLE: point})
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+
+    done = _ok(inv("up-core"))
+    if point == "rollback.copied":
+        assert _markers() == ["snapshot state"], done.stdout + done.stderr
+        _ok(inv("db.rollback", "undo"))
+    assert _md5s(_app_url()) == live_state
+    assert _partials(tidy) == set()
+
+
+def test_a_spare_copy_makes_the_next_rollback_a_rename(tidy: Settings, inv: Inv) -> None:
+    _marker("snapshot state")
+    _ok(inv("db.snapshot", f"{PREFIX}spared"))
+    _spares_made()
+    assert _snapshots(inv)[f"{PREFIX}spared"]["spare"] is True
+    _marker("later")
+
+    first = _ok(inv("db.rollback", f"{PREFIX}spared"))
+    assert "its spare copy was ready" in first.stdout, first.stdout
+    assert _markers() == ["snapshot state"]
+    _marker("again later")
+    _spares_made()  # made again, for the next rollback
+    second = _ok(inv("db.rollback", f"{PREFIX}spared"))
+    assert "its spare copy was ready" in second.stdout, second.stdout
+    assert _markers() == ["snapshot state"]  # the spare held the snapshot, not a later state
+
+    _spares_made()
+    spare = f"{tidy.postgres_base_db}__spare__{PREFIX}spared"
+    assert spare in _databases(tidy)
+    _ok(inv("db.snapshot", "--delete", f"{PREFIX}spared"))
+    assert spare not in _databases(tidy)
