@@ -354,7 +354,7 @@ def snapshots(settings: Settings, found: Sequence[Snapshot], *, as_json: bool) -
     table(
         f"Snapshots in the stack's PostgreSQL (not backups: `inv reset` deletes them; "
         f"current branch {settings.postgres_branch!r})",
-        ["Name", "Of branch", "Size", "Age", "Redis"],
+        ["Name", "Of branch", "Size", "Age", "Redis", "Spare copy"],
         [
             [
                 s.name,
@@ -362,6 +362,7 @@ def snapshots(settings: Settings, found: Sequence[Snapshot], *, as_json: bool) -
                 human_size(s.size),
                 age(s.taken) if s.taken else "?",
                 "yes" if s.redis else "-",
+                "ready" if s.spare else "-",
             ]
             for s in reversed(found)
         ],

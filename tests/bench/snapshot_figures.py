@@ -118,7 +118,7 @@ def snapshot_and_rollback(suite: Suite, stack: BenchStack, size: Size | None) ->
     at_1gb = "1GB" if size else None
 
     def product_snapshot_before() -> None:
-        _drop(stack, snap_db)
+        _drop(stack, snap_db, spare)  # as `inv db.snapshot --delete` would leave it
         _checkpoint(stack)
 
     def raw_snapshot_before() -> None:
