@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from scripts.console import display_path
 from scripts.errors import StackError
 from scripts.infra.scram import scram_verifier
+from scripts.names import MAIN
 
 if TYPE_CHECKING:
     import psycopg
@@ -48,7 +49,7 @@ def connect(
                 f"PostgreSQL on {address} has no free connection ({reason}): close some of the "
                 "application's connections (or restart it) and try again."
             ) from None
-        if "does not exist" in reason and dbname is None and settings.postgres_branch != "main":
+        if "does not exist" in reason and dbname is None and settings.postgres_branch != MAIN:
             raise StackError(
                 f"POSTGRES_BRANCH={settings.postgres_branch} names no database ({reason}): "
                 "`inv db.branch --list` shows the branches; `inv db.branch --switch main` goes "

@@ -73,7 +73,7 @@ def create(settings: Settings, name: str, *, announce: Announce) -> Switched:
     check_name(settings, name)
     target = names.branch_database(settings.postgres_base_db, name)
     with stack.locked(settings), swap.admin(settings) as conn:
-        copies.recover(settings)
+        copies.tidy(conn, settings)
         if target in swap.databases(conn):
             raise StackError(
                 f"Branch {name!r} exists already: switch to it with "
@@ -124,7 +124,7 @@ def delete(settings: Settings, name: str) -> Branch:
             "`inv db.branch --switch main`."
         )
     with stack.locked(settings), swap.admin(settings) as conn:
-        copies.execute(conn, "DROP DATABASE IF EXISTS {} WITH (FORCE)", branch.database)
+        copies.drop(conn, branch.database)
     return branch
 
 

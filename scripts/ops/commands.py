@@ -146,10 +146,11 @@ def status() -> Status:
 
     settings, backend = open_stack(READ, announce=False)
     rows = stack.status(settings, backend)
+    names = swap.server_names(settings)  # one query for both kinds of leftover
     found = (
         backend.ownership_problem(),
-        swap.leftovers_problem(settings),
-        copies.leftovers_problem(settings),
+        swap.leftovers_problem(settings, names),
+        copies.leftovers_problem(settings, names),
         orphans_problem(),
     )
     problems = [p for p in found if p]

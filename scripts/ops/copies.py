@@ -83,6 +83,12 @@ def execute(conn: psycopg.Connection[Any], statement: str, *identifiers: str) ->
     conn.execute(sql.SQL(statement).format(*(sql.Identifier(i) for i in identifiers)))
 
 
+def drop(conn: psycopg.Connection[Any], *databases: str) -> None:
+    """Drop databases that may or may not exist, ending whatever is connected to them."""
+    for database in databases:
+        execute(conn, "DROP DATABASE IF EXISTS {} WITH (FORCE)", database)
+
+
 def connections(conn: psycopg.Connection[Any], database: str) -> int:
     row = conn.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
@@ -177,7 +183,7 @@ def rollback(
 
 def _keep(conn: psycopg.Connection[Any], journal: Journal) -> None:
     """The old live database becomes the `keep_as` snapshot (dropping an older one)."""
-    execute(conn, "DROP DATABASE IF EXISTS {} WITH (FORCE)", journal.keep_as)
+    drop(conn, journal.keep_as)
     execute(conn, "ALTER DATABASE {} RENAME TO {}", journal.partial, journal.keep_as)
     set_comment(conn, journal.keep_as, journal.keep_comment)
 
@@ -226,6 +232,13 @@ def create(conn: psycopg.Connection[Any], target: str, template: str, role: str)
 
 def recover(settings: Settings) -> list[str]:
     """Put in order what a killed copy or rollback left; return what was done."""
+    if not pending(settings):
+        return []
+    with swap.admin(settings) as conn:
+        return _recover(conn, settings)
+
+
+def _recover(conn: psycopg.Connection[Any], settings: Settings) -> list[str]:
     try:
         data = json.loads(journal_path(settings).read_text())
         journal = Journal(**data)
@@ -234,27 +247,33 @@ def recover(settings: Settings) -> list[str]:
     except (ValueError, TypeError):
         _clear_journal(settings)
         return ["A damaged copy journal was removed."]
-    with swap.admin(settings) as conn:
-        present = swap.databases(conn)
-        if journal.op == "copy":
-            if journal.partial in present:
-                execute(conn, "DROP DATABASE {} WITH (FORCE)", journal.partial)
-            if journal.source in present:
-                execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", journal.source)
-            note = f"A copy of {journal.source!r} was interrupted: the half copy was removed."
-        elif journal.live not in present:
-            execute(conn, "ALTER DATABASE {} RENAME TO {}", journal.partial, journal.live)
-            execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", journal.live)
-            note = f"A rollback of {journal.live!r} was interrupted: the database is as it was."
-        else:
-            if journal.partial in present:
-                _keep(conn, journal)
-            execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", journal.live)
-            note = (
-                f"A rollback of {journal.live!r} was interrupted after its copy: it was finished."
-            )
+    present = swap.databases(conn)
+    if journal.op == "copy":
+        if journal.partial in present:
+            drop(conn, journal.partial)
+        if journal.source in present:
+            execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", journal.source)
+        note = f"A copy of {journal.source!r} was interrupted: the half copy was removed."
+    elif journal.live not in present:
+        execute(conn, "ALTER DATABASE {} RENAME TO {}", journal.partial, journal.live)
+        execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", journal.live)
+        note = f"A rollback of {journal.live!r} was interrupted: the database is as it was."
+    else:
+        if journal.partial in present:
+            _keep(conn, journal)
+        execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", journal.live)
+        note = f"A rollback of {journal.live!r} was interrupted after its copy: it was finished."
     _clear_journal(settings)
     return [note]
+
+
+def tidy(conn: psycopg.Connection[Any], settings: Settings) -> list[str]:
+    """Before a change (under the stack's lock): finish or undo a killed copy or rollback,
+    then drop the half copies no journal accounts for; return what was done."""
+    notes = _recover(conn, settings)
+    found = leftovers(conn, settings)
+    drop(conn, *found)
+    return [*notes, *(f"database {name}" for name in found)]
 
 
 def leftovers(conn: psycopg.Connection[Any], settings: Settings) -> list[str]:
@@ -266,32 +285,21 @@ def leftovers(conn: psycopg.Connection[Any], settings: Settings) -> list[str]:
 
 
 def remove_leftovers(settings: Settings) -> list[str]:
-    """Finish or undo a killed copy, then drop the half copies left: for `inv clean`."""
-    notes = recover(settings)
+    """`tidy` for `inv clean`."""
     with swap.admin(settings) as conn:
-        found = leftovers(conn, settings)
-        for name in found:
-            execute(conn, "DROP DATABASE IF EXISTS {} WITH (FORCE)", name)
-    return [*notes, *(f"database {name}" for name in found)]
+        return tidy(conn, settings)
 
 
-def leftovers_problem(settings: Settings) -> str | None:
-    """For `inv status`: half copies, or a killed snapshot or rollback (read with the tasks'
-    own client, as the application's role: cheap)."""
-    from scripts.infra import probes
-
+def leftovers_problem(settings: Settings, server_names: list[str]) -> str | None:
+    """For `inv status`: half copies among the server's database names (swap.server_names),
+    or a killed snapshot or rollback."""
     if pending(settings):
         return (
             "A snapshot, rollback or branch was interrupted: the next changing command (or "
             "`inv up-core`) puts it in order."
         )
-    try:
-        rows, _ = probes.pg_query(probes.pg_login(settings), "SELECT datname FROM pg_database", 5)
-    except (OSError, probes.ProtocolError, probes.PgError):
-        return None
-    found = sorted(
-        str(r[0]) for r in rows if names.is_partial(settings.postgres_base_db, str(r[0]))
-    )
+    base = settings.postgres_base_db
+    found = sorted(n for n in server_names if names.is_partial(base, n))
     if not found:
         return None
     return (

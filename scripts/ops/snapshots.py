@@ -187,14 +187,14 @@ def take(
     check_name(name, settings, own=own)
     began = time.monotonic()
     with stack.locked(settings), swap.admin(settings) as conn:
-        _tidy(conn, settings)
+        copies.tidy(conn, settings)
         target = names.snapshot_database(settings.postgres_base_db, name)
         if not own and target in swap.databases(conn):
             raise StackError(
                 f"Snapshot {name!r} exists already: choose another name, or delete it first "
                 f"with `inv db.snapshot --delete {name}`."
             )
-        spares.drop(settings, name)  # a spare of an earlier snapshot of this name
+        spares.drop(conn, settings, name)  # a spare of an earlier snapshot of this name
         partial, ended = copies.copy(conn, settings, settings.postgres_db, announce)
         crashpoints.reached("snapshot.copied")
         if with_redis:
@@ -202,7 +202,7 @@ def take(
         else:
             redis_copies.path(settings, name).unlink(missing_ok=True)
         if own:
-            copies.execute(conn, "DROP DATABASE IF EXISTS {} WITH (FORCE)", target)
+            copies.drop(conn, target)
         copies.set_comment(conn, partial, _comment(settings, redis=with_redis))
         copies.execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS false", partial)
         copies.execute(conn, "ALTER DATABASE {} RENAME TO {}", partial, target)
@@ -216,8 +216,8 @@ def delete(settings: Settings, name: str) -> Snapshot:
 
     snapshot = find(settings, name)
     with stack.locked(settings), swap.admin(settings) as conn:
-        copies.execute(conn, "DROP DATABASE IF EXISTS {} WITH (FORCE)", snapshot.database)
-    spares.drop(settings, snapshot.name)
+        copies.drop(conn, snapshot.database)
+        spares.drop(conn, settings, snapshot.name)
     redis_copies.path(settings, snapshot.name).unlink(missing_ok=True)
     return snapshot
 
@@ -225,11 +225,16 @@ def delete(settings: Settings, name: str) -> Snapshot:
 def rollback(settings: Settings, name: str, *, with_redis: bool, announce: Announce) -> RolledBack:
     """The live database becomes snapshot `name`'s state; the state it had is kept as the
     snapshot "undo" (replacing the previous one), so a rollback can be rolled back."""
+    return _rollback(settings, find(settings, name), with_redis=with_redis, announce=announce)
+
+
+def _rollback(
+    settings: Settings, snapshot: Snapshot, *, with_redis: bool, announce: Announce
+) -> RolledBack:
     import time
 
     from scripts.ops import stack
 
-    snapshot = find(settings, name)
     if with_redis and not snapshot.redis:
         raise StackError(
             f"Snapshot {snapshot.name!r} holds no copy of Redis: roll back without "
@@ -237,7 +242,7 @@ def rollback(settings: Settings, name: str, *, with_redis: bool, announce: Annou
         )
     began = time.monotonic()
     with stack.locked(settings), swap.admin(settings) as conn:
-        _tidy(conn, settings)
+        copies.tidy(conn, settings)
         data = redis_copies.load(settings, snapshot.name) if with_redis else None
         if with_redis:  # "undo" holds Redis's data as it is now, too
             redis_copies.take(settings, UNDO)
@@ -268,13 +273,6 @@ def rollback(settings: Settings, name: str, *, with_redis: bool, announce: Annou
     return RolledBack(snapshot, settings.postgres_db, ended, with_redis, seconds, [], ready)
 
 
-def _tidy(conn: psycopg.Connection[Any], settings: Settings) -> None:
-    """Before a change: finish a killed one, drop half copies nothing accounts for."""
-    copies.recover(settings)
-    for partial in copies.leftovers(conn, settings):
-        copies.execute(conn, "DROP DATABASE IF EXISTS {} WITH (FORCE)", partial)
-
-
 def leftover_files(settings: Settings) -> list[Path]:
     return redis_copies.all_paths(settings)
 
@@ -287,10 +285,12 @@ def reset(settings: Settings, *, with_redis: bool, announce: Announce) -> Rolled
     from scripts.ops import migrations
 
     began = time.monotonic()
-    if INIT not in {s.name for s in list_snapshots(settings)}:
+    init = next((s for s in list_snapshots(settings) if s.name == INIT), None)
+    if init is None:
         announce("This stack has no post-init snapshot yet: building it from the init scripts.")
         build_init(settings)
-    result = rollback(settings, INIT, with_redis=False, announce=announce)
+        init = find(settings, INIT)
+    result = _rollback(settings, init, with_redis=False, announce=announce)
     if with_redis:
         file = redis_copies.path(settings, INIT)
         redis_copies.put_back(settings, redis_copies.load(settings, INIT) if file.exists() else [])
@@ -309,7 +309,7 @@ def build_init(settings: Settings) -> None:
     target = names.snapshot_database(base, INIT)
     scripts_dir = settings.root / "docker" / "init-scripts"
     with stack.locked(settings), swap.admin(settings) as conn:
-        _tidy(conn, settings)
+        copies.tidy(conn, settings)
         partial = copies.temporary_name(settings)
         app = copies.owner(conn, settings.postgres_db)
         copies.execute(conn, "CREATE DATABASE {} TEMPLATE template0 OWNER {}", partial, app)
@@ -319,13 +319,13 @@ def build_init(settings: Settings) -> None:
                     scratch.execute(script.read_text(encoding="utf-8"))
             migrations.migrate(settings, database=partial)
         except Exception as exc:
-            copies.execute(conn, "DROP DATABASE IF EXISTS {} WITH (FORCE)", partial)
+            copies.drop(conn, partial)
             reason = describe(exc) if not isinstance(exc, StackError) else exc.message
             raise StackError(f"The post-init snapshot could not be built: {reason}") from None
         copies.set_comment(conn, partial, _comment(settings, redis=False))
         copies.execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS false", partial)
-        copies.execute(conn, "DROP DATABASE IF EXISTS {} WITH (FORCE)", target)
-        spares.drop(settings, INIT)
+        copies.drop(conn, target)
+        spares.drop(conn, settings, INIT)
         copies.execute(conn, "ALTER DATABASE {} RENAME TO {}", partial, target)
 
 
@@ -360,7 +360,7 @@ def migrate_init(settings: Settings) -> str | None:
             _same_log_times(settings, target, [a.version for a in applied])
             _new_generation(conn, target)
         except StackError as exc:
-            copies.execute(conn, "DROP DATABASE {} WITH (FORCE)", target)
+            copies.drop(conn, target)
             return (
                 f"The post-init snapshot could not take the new migrations ({exc.message}); "
                 "it was dropped, and the next `inv db.reset` builds it again."

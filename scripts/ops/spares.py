@@ -17,13 +17,15 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scripts import names
 from scripts.errors import StackError
 from scripts.ops import copies, swap
 
 if TYPE_CHECKING:
+    import psycopg
+
     from scripts.settings import Settings
 
 
@@ -54,7 +56,7 @@ def make(settings: Settings, name: str) -> str:
         present = swap.databases(conn)
         for database in present:
             if names.spare_of(base, database) not in (None, name):
-                copies.execute(conn, "DROP DATABASE IF EXISTS {} WITH (FORCE)", database)
+                copies.drop(conn, database)
         if snapshot not in present:
             return f"no snapshot {name!r}: no spare made"
         if spare in present:
@@ -65,16 +67,15 @@ def make(settings: Settings, name: str) -> str:
         copies.execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS false", partial)
         copies.set_comment(conn, partial, json.dumps({"spare_of": name, "generation": of}))
         if snapshot not in swap.databases(conn):  # deleted meanwhile
-            copies.execute(conn, "DROP DATABASE IF EXISTS {} WITH (FORCE)", partial)
+            copies.drop(conn, partial)
             return f"snapshot {name!r} was deleted meanwhile: no spare made"
         copies.execute(conn, "ALTER DATABASE {} RENAME TO {}", partial, spare)
     return f"the spare of {name!r} is ready"
 
 
-def drop(settings: Settings, name: str) -> None:
-    with swap.admin(settings) as conn:
-        spare = names.spare_database(settings.postgres_base_db, name)
-        copies.execute(conn, "DROP DATABASE IF EXISTS {} WITH (FORCE)", spare)
+def drop(conn: psycopg.Connection[Any], settings: Settings, name: str) -> None:
+    """Drop the spare of snapshot `name`, if there is one."""
+    copies.drop(conn, names.spare_database(settings.postgres_base_db, name))
 
 
 def main(argv: list[str]) -> int:

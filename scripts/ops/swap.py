@@ -214,10 +214,9 @@ def drop_role(conn: psycopg.Connection[Any], role: str) -> None:
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
-def leftovers(settings: Settings) -> list[str]:
-    """Scratch and set-aside databases and temporary restore roles that no running restore
-    owns (the stack lock is not taken: a restore running now shows up too). Read as the
-    application's role, with the tasks' own client: cheap enough for `inv status`."""
+def server_names(settings: Settings) -> list[str]:
+    """Every database and role name of the stack's server ([] when it does not answer). Read
+    as the application's role, with the tasks' own client: cheap enough for `inv status`."""
     from scripts.infra import probes
 
     try:
@@ -228,12 +227,19 @@ def leftovers(settings: Settings) -> list[str]:
         )
     except (OSError, probes.ProtocolError, probes.PgError):
         return []
-    names = [str(r[0]) for r in rows]
+    return [str(r[0]) for r in rows]
+
+
+def leftovers(settings: Settings, names: list[str] | None = None) -> list[str]:
+    """Scratch and set-aside databases and temporary restore roles that no running restore
+    owns (the stack lock is not taken: a restore running now shows up too), among `names`
+    (read from the server when not given)."""
+    names = server_names(settings) if names is None else names
     return sorted(n for n in names if LEFTOVER.search(n) or n.startswith(ROLE_PREFIX))
 
 
-def leftovers_problem(settings: Settings) -> str | None:
-    found = leftovers(settings)
+def leftovers_problem(settings: Settings, names: list[str] | None = None) -> str | None:
+    found = leftovers(settings, names)
     if not found:
         return None
     return (
