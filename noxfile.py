@@ -180,7 +180,13 @@ def integration(session: nox.Session) -> None:
     with _isolated_stacks(session, [backend], "aim_test") as envs:
         other = "compose" if backend == "native" else "native"
         pytest_args = args or ["tests/integration", f"--ignore=tests/integration/{other}"]
-        session.run("pytest", *pytest_args, env=envs[backend])
+        env = envs[backend]
+        if backend == "compose":  # the engine's TLS listener (tests/support/remote.py)
+            _project_importable()
+            from tests.support.remote import TLS_ENDPOINT_FILE, TLS_ENV
+
+            env = {**env, TLS_ENV: str(TLS_ENDPOINT_FILE)}
+        session.run("pytest", *pytest_args, env=env)
 
 
 @nox.session(default=False)
@@ -239,19 +245,29 @@ def bench(session: nox.Session) -> None:
 def _docker_for_tests(session: nox.Session) -> EngineReport:
     """A Docker engine, Compose v2 and the images of docker-compose.yml, for the compose suite.
 
-    Where no registry answers (CI), the images are local stand-ins (tests/standins).
+    The engine also listens on 127.0.0.1 with TLS (tests/support/remote.py: the project's own
+    dockerd is restarted once for that). Where no registry answers (CI), the images are local
+    stand-ins (tests/standins).
     """
     _project_importable()
     from scripts.errors import StackError
     from scripts.infra import compose_plugin, docker
     from tests.support.engine import stop_engine
+    from tests.support.remote import tls_engine
 
     try:
         report = docker.ensure_engine(yes=bool(os.environ.get("CI")))
         session.log(docker.describe(report))
-        session.log(f"Docker Compose {compose_plugin.ensure_compose(sys.executable)}")
+        version = compose_plugin.ensure_compose(sys.executable, notify=session.log)
+        session.log(f"Docker Compose {version}")
     except StackError as exc:
         session.error(f"{exc} (or run `STACK_BACKEND=compose inv setup --yes` first)")
+    try:
+        report, endpoint = tls_engine(report)
+    except StackError as exc:
+        stop_engine(report)
+        session.error(str(exc))
+    session.log(f"{docker.describe(report)}, TLS on {endpoint.host}")
     try:
         session.run("python", "-m", "tests.standins.build")
     except BaseException:

@@ -132,6 +132,9 @@ class Settings:
     file_notes: tuple[str, ...] = ()  # what the env file's text deserves a warning for
     postgres_base_db: str = ""  # POSTGRES_DB: the database the first start created (main's)
     postgres_branch: str = MAIN  # POSTGRES_BRANCH
+    # The IP of a remote Docker engine reached over tcp://, whose host publishes the ports
+    # (set by the compose backend's preflight); "" when they are on this machine.
+    engine_address: str = ""
 
     @property
     def root(self) -> Path:
@@ -140,7 +143,7 @@ class Settings:
     @property
     def connect_host(self) -> str:
         """The address clients on this machine use to reach the published ports."""
-        return connect_host(self.bind_address)
+        return self.engine_address or connect_host(self.bind_address)
 
     def port(self, service: str) -> int:
         """The published port of postgres, redis or adminer."""

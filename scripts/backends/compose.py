@@ -1,27 +1,34 @@
 """The Docker Compose backend: docker-compose.yml driven with this stack's env file.
 
-Every `docker compose` command line is built by `compose_argv`, and every docker call of the
-backend goes through `_docker`, which turns a missing docker CLI into one clear sentence.
+The lifecycle (up, down, stop, exec, cp, logs) is the `docker compose` CLI's: every command
+line is built by `compose_argv` and run by `_run`. Every query of containers, volumes,
+networks, labels and health goes to the engine through the Docker SDK (`_engine`), which finds
+the engine as the docker CLI does (DOCKER_HOST, TLS, contexts): local or remote. On an engine
+reached over SSH the published ports are carried here by scripts.backends.compose_forward.
 pg tools run inside the postgres container, so the host needs no PostgreSQL client.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import re
 import secrets
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from scripts.backends import compose_forward
 from scripts.backends.base import CORE, SERVICES, ServiceState
 from scripts.console import display_path
 from scripts.errors import StackError
 from scripts.infra import net, run
 
 if TYPE_CHECKING:
+    import docker
+
     from scripts.backends.compose_logs import ComposeLog
+    from scripts.infra.engine import Endpoint
     from scripts.settings import Settings
 
 COMPOSE_FILE = "docker-compose.yml"
@@ -31,6 +38,13 @@ OWNER_VOLUME_SUFFIX = "checkout"
 OWNER_LABEL = "org.ai-marketplace.checkout"
 _NO_DOCKER = "The docker CLI was not found: install Docker, or set STACK_BACKEND=native."
 CONTAINER_SUFFIX = {"postgres": "db", "redis": "redis", "adminer": "adminer"}
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+TARGET_PORT = {"postgres": 5432, "redis": 6379, "adminer": 8080}
+# docker-compose.yml publishes on ${<SERVICE>_ENGINE_PORT-${<SERVICE>_PORT}}: empty lets the
+# engine pick a free port (the SSH forwarding's case).
+ENGINE_PORT_KEY = {"postgres": "POSTGRES_ENGINE_PORT", "redis": "REDIS_ENGINE_PORT",
+                   "adminer": "ADMINER_ENGINE_PORT"}  # fmt: skip
 
 
 def compose_argv(settings: Settings, *args: str) -> list[str]:
@@ -60,9 +74,43 @@ class ComposeBackend:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._client: docker.APIClient | None = None
+        self._point: Endpoint | None = None
+
+    def endpoint(self) -> Endpoint:
+        """The engine this stack's compose commands and queries go to."""
+        if self._point is None:
+            from scripts.infra import engine
+
+            self._point = engine.endpoint(self.settings.subprocess_env())
+        return self._point
 
     def where(self) -> str:
-        return f"project {self.settings.project}"
+        point = self.endpoint()
+        if not point.chosen_by:
+            return f"project {self.settings.project}"
+        return f"project {self.settings.project} · engine {point.named()}"
+
+    def _engine(self) -> docker.APIClient:
+        """The Docker SDK's API client for this stack's engine (one per process)."""
+        if self._client is None:
+            from scripts.infra import engine
+
+            self._client = engine.client(self.settings.subprocess_env())
+        return self._client
+
+    def _api(self) -> Any:
+        """The engine's API, untyped where the SDK's answers are JSON anyway."""
+        return self._engine()
+
+    def _compose_env(self) -> dict[str, str]:
+        env = self.settings.subprocess_env()
+        if self.endpoint().scheme == "ssh":
+            # Publish on the engine host's loopback, on ports it picks: the forwarding
+            # carries them to BIND_ADDRESS here.
+            env["BIND_ADDRESS"] = "127.0.0.1"
+            env.update(dict.fromkeys(ENGINE_PORT_KEY.values(), ""))
+        return env
 
     def container(self, service: str) -> str:
         return f"{self.settings.project}_{CONTAINER_SUFFIX[service]}"
@@ -70,9 +118,7 @@ class ComposeBackend:
     def _docker(
         self, argv: list[str], *, capture: bool = True, input_text: str | None = None
     ) -> run.Result:
-        result = run.run(
-            argv, env=self.settings.subprocess_env(), capture=capture, input_text=input_text
-        )
+        result = run.run(argv, env=self._compose_env(), capture=capture, input_text=input_text)
         if result.returncode == run.NOT_FOUND:
             raise StackError(_NO_DOCKER)
         return result
@@ -85,8 +131,19 @@ class ComposeBackend:
             compose_argv(self.settings, *args), capture=capture, input_text=input_text
         )
         if check and not result.ok:
+            from scripts.infra.compose_plugin import compose_version, plugin_problem
+
+            if problem := plugin_problem():
+                raise StackError(problem)
+            if compose_version() is None:  # the CLI's own words are about flags it lacks
+                raise StackError(
+                    "The docker CLI here has no Compose v2 plugin (`docker compose` runs on "
+                    "this machine, whatever the engine): run `inv setup` to install it."
+                )
             if _engine_down(result.stderr + result.stdout):
-                raise StackError(_engine_failure(result.stderr))
+                self._client = None
+                self._engine()  # names what is wrong with the engine, in one sentence
+                raise StackError(_engine_failure(self.endpoint(), result.stderr))
             raise StackError(
                 f"`docker compose {' '.join(args)}` failed: "
                 f"{result.last_line(f'exit code {result.returncode}')}."
@@ -103,35 +160,25 @@ class ComposeBackend:
         working dir Compose records on the project's containers, else the one this stack
         records on its marker volume (volumes outlive containers, and Compose records none
         on them)."""
-        project = f"label=com.docker.compose.project={self.settings.project}"
-        listed = self._docker(
-            [
-                "docker",
-                "ps",
-                "--all",
-                "--filter",
-                project,
-                "--format",
-                f'{{{{.Label "{WORKING_DIR}"}}}}',
-            ]
-        )
-        if listed.returncode != 0:
-            raise StackError(_engine_failure(listed.stderr))
-        dirs = [line.strip() for line in listed.stdout.splitlines() if line.strip()]
-        if dirs:
-            return dirs[0]
-        marker = self._docker(
-            [
-                "docker",
-                "volume",
-                "inspect",
-                self._marker(),
-                "--format",
-                f'{{{{index .Labels "{OWNER_LABEL}"}}}}',
-            ]
-        )
-        found = marker.stdout.strip() if marker.returncode == 0 else ""
-        return found if found and found != "<no value>" else None
+        for row in self._containers():
+            found = (row.get("Labels") or {}).get(WORKING_DIR)
+            if found:
+                return str(found)
+        from docker.errors import NotFound
+
+        try:
+            labels = self._api().inspect_volume(self._marker()).get("Labels") or {}
+        except NotFound:
+            return None
+        return str(labels.get(OWNER_LABEL) or "") or None
+
+    def _containers(self) -> list[dict[str, Any]]:
+        """The project's containers as the engine lists them (running or not, no one-offs)."""
+        label = f"{PROJECT_LABEL}={self.settings.project}"
+        rows = self._api().containers(all=True, filters={"label": label})
+        return [
+            r for r in rows if (r.get("Labels") or {}).get("com.docker.compose.oneoff") != "True"
+        ]
 
     def ownership_problem(self) -> str | None:
         """One sentence when another checkout owns this project (None when this one does, none
@@ -156,29 +203,70 @@ class ComposeBackend:
         here = str(self.settings.root)
         if owner == here:
             return
-        self._docker(["docker", "volume", "rm", "--force", self._marker()])
-        created = self._docker(
-            ["docker", "volume", "create", "--label", f"{OWNER_LABEL}={here}", self._marker()]
-        )
-        if created.returncode != 0:
-            raise StackError(_engine_failure(created.stderr))
+        self._remove("volume", self._marker())
+        self._api().create_volume(self._marker(), labels={OWNER_LABEL: here})
+
+    def _remove(self, kind: str, name: str) -> bool:
+        """Remove a container (forced), volume or network of the project; False if it stays."""
+        from docker.errors import APIError, NotFound
+
+        api = self._api()
+        try:
+            if kind == "container":
+                api.remove_container(name, force=True)
+            elif kind == "volume":
+                api.remove_volume(name, force=True)
+            else:
+                api.remove_network(name)
+        except NotFound:
+            return True
+        except APIError:
+            return False
+        return True
 
     def _running(self) -> set[str]:
         return {str(row.get("Service")) for row in self._ps() if row.get("State") == "running"}
 
     def start(self, services: Sequence[str]) -> list[str]:
-        rows = self._ps()  # once: each `compose ps` costs 0.13 s here
+        rows = self._ps()  # once
         running = {str(row.get("Service")) for row in rows if row.get("State") == "running"}
         wanted = [s for s in SERVICES if s in services and s not in running]
+        forwarded = self.endpoint().scheme == "ssh"
         if wanted:
-            net.ensure_free(self.settings, wanted)
+            if forwarded or not self.endpoint().remote:  # ports taken here, by anyone else
+                held = compose_forward.current(self.settings)
+                net.ensure_free(
+                    self.settings, [s for s in wanted if not held or s not in held.ports]
+                )
             before = self._made(rows)
             try:
                 self._claim()
                 self._run(*profile_args(services), "up", "--detach", *wanted)
             except StackError as exc:
                 raise StackError(f"{exc.message} {self._undo_start(before)}") from None
+        if forwarded:
+            self._forward()
         return wanted
+
+    def _published(self) -> dict[str, int]:
+        """The engine host's port of each running service (its loopback on an SSH engine)."""
+        ports: dict[str, int] = {}
+        for row in self._containers():
+            service = str((row.get("Labels") or {}).get(SERVICE_LABEL, ""))
+            if row.get("State") != "running" or service not in TARGET_PORT:
+                continue
+            for port in row.get("Ports") or []:
+                if port.get("PrivatePort") == TARGET_PORT[service] and port.get("PublicPort"):
+                    ports[service] = int(port["PublicPort"])
+        return ports
+
+    def _forward(self) -> None:
+        """Carry the running services' ports here (the SSH engine's case)."""
+        ports = self._published()
+        if ports:
+            compose_forward.ensure(self.settings, self.endpoint(), ports)
+        else:
+            compose_forward.stop(self.settings)
 
     def _made(
         self, rows: list[dict[str, object]] | None = None
@@ -188,12 +276,15 @@ class ComposeBackend:
         containers = {str(row.get("Name")) for row in (self._ps() if rows is None else rows)}
         volumes = {*self._volumes(), *self._named_volume(self._marker())}
         network = f"{self.settings.project}_network"
-        listed = self._docker(["docker", "network", "ls", "-q", "--filter", f"name=^{network}$"])
-        return containers, volumes, {network} if listed.stdout.strip() else set()
+        return containers, volumes, self._network(network)
 
     def _named_volume(self, name: str) -> set[str]:
-        found = self._docker(["docker", "volume", "ls", "-q", "--filter", f"name=^{name}$"])
-        return set(found.stdout.split())
+        listed = self._api().volumes(filters={"name": f"^{name}$"}).get("Volumes") or []
+        return {str(v["Name"]) for v in listed if v.get("Name") == name}
+
+    def _network(self, name: str) -> set[str]:
+        listed = self._api().networks(names=[name])
+        return {name} if any(n.get("Name") == name for n in listed) else set()
 
     def _undo_start(self, before: tuple[set[str], set[str], set[str]]) -> str:
         """Remove what a failed `up` created; say what was removed, and what could not be."""
@@ -203,9 +294,7 @@ class ComposeBackend:
         left: list[str] = []
         for kind, names in zip(("container", "volume", "network"), created, strict=True):
             for name in sorted(names):
-                gone = self._docker(["docker", kind, "rm", "--force", name] if kind == "container"
-                                    else ["docker", kind, "rm", name])  # fmt: skip
-                (removed if gone.returncode == 0 else left).append(f"{kind} {name}")
+                (removed if self._remove(kind, name) else left).append(f"{kind} {name}")
         said = f"Removed what it had created: {', '.join(removed)}." if removed else ""
         if left:
             said += f" Left behind (remove by hand): {', '.join(left)}."
@@ -216,14 +305,18 @@ class ComposeBackend:
         if set(services) >= set(SERVICES):
             # A plain `down` leaves profiled services (adminer) running and the network busy.
             self._run("--profile", "*", "down", "--remove-orphans")
+            compose_forward.stop(self.settings)
         else:
             # A paused (hung) container would not stop: let it run first, then stop it.
             self._run(*profile_args(services), "unpause", *services, check=False)
             self._run(*profile_args(services), "stop", *services)
+            if self.endpoint().scheme == "ssh":
+                self._forward()
         return [s for s in reversed(SERVICES) if s in running and s in services]
 
     def clean(self) -> list[str]:
         self._run("--profile", "*", "down", "--remove-orphans")
+        compose_forward.stop(self.settings)
         return ["containers and network of project " + self.settings.project]
 
     def has_database(self) -> bool:
@@ -231,31 +324,39 @@ class ComposeBackend:
 
     def destroy(self) -> list[str]:
         volumes = self._volumes()
-        network = f"{self.settings.project}_network"
-        listed = self._docker(
-            ["docker", "network", "ls", "--quiet", "--filter", f"name=^{network}$"]
-        )
+        network = self._network(f"{self.settings.project}_network")
         self._run("--profile", "*", "down", "--volumes", "--remove-orphans")
-        self._docker(["docker", "volume", "rm", "--force", self._marker()])
-        removed = [f"volume {v}" for v in volumes]
-        return removed + ([f"network {network}"] if listed.stdout.strip() else [])
+        compose_forward.stop(self.settings)
+        self._remove("volume", self._marker())
+        return [f"volume {v}" for v in volumes] + [f"network {n}" for n in network]
 
     def _volumes(self) -> list[str]:
-        label = f"label=com.docker.compose.project={self.settings.project}"
-        return self._docker(["docker", "volume", "ls", "--quiet", "--filter", label]).stdout.split()
+        label = f"{PROJECT_LABEL}={self.settings.project}"
+        listed = self._api().volumes(filters={"label": label}).get("Volumes") or []
+        return sorted(str(v["Name"]) for v in listed)
 
     def _ps(self) -> list[dict[str, object]]:
-        result = self._run("--profile", "*", "ps", "--all", "--format", "json")
-        text = result.stdout.strip()
-        if not text:
-            return []
-        if text.startswith("["):  # Compose before 2.21 printed one JSON array
-            return list(json.loads(text))
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        """The project's containers as `docker compose ps --all` shows them (Service, Name,
+        State, ExitCode, Health), from one query of the engine."""
+        rows: list[dict[str, object]] = []
+        for row in self._containers():
+            labels = row.get("Labels") or {}
+            status = str(row.get("Status", ""))
+            exited = _EXIT_CODE.search(status)
+            health = _HEALTH.search(status)
+            rows.append({
+                "Service": labels.get(SERVICE_LABEL, ""),
+                "Name": str((row.get("Names") or ["/?"])[0]).lstrip("/"),
+                "State": row.get("State", "unknown"),
+                "ExitCode": int(exited.group(1)) if exited else 0,
+                "Health": health.group(1) if health else "",
+            })  # fmt: skip
+        return rows
 
     def states(self, *, sizes: bool = True) -> dict[str, ServiceState]:
         found = {str(row.get("Service")): row for row in self._ps()}
         data = self._volume_sizes() if sizes else {}
+        forwarding = compose_forward.current(self.settings)
         result = {}
         for service in SERVICES:
             row = found.get(service)
@@ -267,20 +368,29 @@ class ComposeBackend:
             running = state == "running"
             if state == "exited":
                 state = f"exited ({row.get('ExitCode', '?')})"
-            result[service] = ServiceState(service, running, state, str(row.get("Name")), size)
+            detail = str(row.get("Name"))
+            if forwarding is not None and service in forwarding.ports:
+                detail += f", ssh forwarding pid {forwarding.pid} from engine port "
+                detail += str(forwarding.ports[service])
+            elif running and self.endpoint().scheme == "ssh":
+                detail += ", NOT forwarded here: `inv up-core` (or `inv up`) forwards it"
+            result[service] = ServiceState(service, running, state, detail, size)
         return result
 
     def _volume_sizes(self) -> dict[str, int]:
-        result = self._docker(["docker", "system", "df", "--verbose", "--format", "json"])
+        from docker.errors import APIError
+
         sizes: dict[str, int] = {}
-        if result.returncode != 0:
+        try:
+            volumes = self._api().df().get("Volumes") or []
+        except APIError:
             return sizes
-        with contextlib.suppress(ValueError, TypeError, AttributeError):
-            for volume in json.loads(result.stdout).get("Volumes") or []:
-                name = str(volume.get("Name", ""))
-                for service in CORE:
-                    if name == f"{self.settings.project}_{service}_data":
-                        sizes[service] = _parse_size(str(volume.get("Size", "0B")))
+        for volume in volumes:
+            name = str(volume.get("Name", ""))
+            size = (volume.get("UsageData") or {}).get("Size", -1)
+            for service in CORE:
+                if name == f"{self.settings.project}_{service}_data" and size >= 0:
+                    sizes[service] = int(size)
         return sizes
 
     def exit_reason(self, service: str) -> str | None:
@@ -384,21 +494,10 @@ def _engine_down(output: str) -> bool:
     )
 
 
-def _engine_failure(stderr: str) -> str:
-    import os
-
-    host = os.environ.get("DOCKER_HOST") or "the local socket"
+def _engine_failure(point: Endpoint, stderr: str) -> str:
     detail = (stderr.strip().splitlines() or ["no answer"])[-1].rstrip(".")
-    return (
-        f"No Docker engine answers on {host} ({detail}): start one with `inv setup`, or set "
-        "STACK_BACKEND=native in the env file."
-    )
+    return f"No Docker engine answers at {point.named()} ({detail}): {point.fix_hint()}."
 
 
-def _parse_size(text: str) -> int:
-    units = {"B": 1, "kB": 1000, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4}
-    for unit in sorted(units, key=len, reverse=True):
-        if text.endswith(unit):
-            with contextlib.suppress(ValueError):
-                return int(float(text[: -len(unit)]) * units[unit])
-    return 0
+_EXIT_CODE = re.compile(r"^Exited \((-?\d+)\)")
+_HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")

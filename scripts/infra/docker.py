@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import http.client
-import json
 import os
 import shlex
 import shutil
 import signal
-import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from scripts.errors import StackError
-from scripts.infra import procs, run, wait
+from scripts.infra import engine, procs, run, wait
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 DOCKERD_LOG = Path("/var/log/ai-marketplace-dockerd.log")
@@ -53,68 +50,22 @@ class EngineReport:
 # --------------------------------------------------------------------------- probing
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("docker", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
 def docker_host() -> str:
-    """The engine address the docker CLI uses: DOCKER_HOST, else the default Unix socket."""
-    return os.environ.get("DOCKER_HOST", "").strip() or f"unix://{DEFAULT_SOCKET}"
+    """How sentences name the engine: DOCKER_HOST=…, a context, or the local socket."""
+    return engine.endpoint().named()
 
 
-def _is_local_default(host: str) -> bool:
-    return host in (f"unix://{DEFAULT_SOCKET}", "unix:///run/docker.sock")
+def _is_local_default() -> bool:
+    point = engine.endpoint()
+    return point.chosen_by == "" and point.host in (
+        f"unix://{DEFAULT_SOCKET}",
+        "unix:///run/docker.sock",
+    )
 
 
 def engine_version(timeout: float = 1.0) -> str | None:
-    """The engine's version when its API answers on docker_host(), else None.
-
-    Raises StackError when the socket exists but this user may not use it.
-    """
-    host = docker_host()
-    conn: http.client.HTTPConnection
-    if host.startswith("unix://"):
-        conn = _UnixHTTPConnection(host[len("unix://") :], timeout)
-    elif host.startswith("tcp://"):
-        address, _, port = host[len("tcp://") :].rpartition(":")
-        try:
-            conn = http.client.HTTPConnection(address.strip("[]"), int(port), timeout=timeout)
-        except ValueError:
-            return None
-    else:
-        return _cli_version()  # ssh:// and friends: only the CLI knows how to get there
-    try:
-        conn.request("GET", "/version")
-        response = conn.getresponse()
-        body = response.read()
-    except PermissionError:
-        path = host[len("unix://") :]
-        raise StackError(
-            f"This user may not use the Docker socket {path}: run as root, or add the user to "
-            f'the docker group (`sudo usermod -aG docker "$USER"`) and log in again.'
-        ) from None
-    except (OSError, http.client.HTTPException):
-        return None
-    finally:
-        conn.close()
-    if response.status != 200:
-        return None
-    try:
-        return str(json.loads(body).get("Version", "unknown"))
-    except (ValueError, AttributeError):
-        return "unknown"
+    """The engine's version when it answers (scripts.infra.engine), else None."""
+    return engine.engine_version(timeout=timeout)
 
 
 def docker_output(*args: str) -> str | None:
@@ -280,10 +231,12 @@ def ensure_engine(
     if version is not None:
         return EngineReport(version, started=False, how="reused", pid=_running_dockerd(pid_file))
     host = docker_host()
-    if not _is_local_default(host):
+    if not _is_local_default():
+        point = engine.endpoint()
+        engine.client(timeout=engine.PROBE_TIMEOUT).close()  # says what is wrong, if it can
         raise StackError(
-            f"No Docker engine answers on DOCKER_HOST={host}: start that engine, or unset "
-            "DOCKER_HOST to use a local one."
+            f"No Docker engine answers at {point.named()}: start that engine, or "
+            f"{point.fix_hint()}."
         )
     running = _running_dockerd(pid_file)
     if running is not None:  # a daemon that is still starting (or stuck): wait, never start two

@@ -7,6 +7,7 @@ refuse anything that could send them, or the application, to the wrong server.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -47,6 +48,7 @@ def open_stack(
         warn(note)
     if mode_problem := private_mode_problem(settings):
         warn(mode_problem)
+    settings = on_engine_host(settings)
     settings = write_unset_urls(settings)
     if kind == CHANGE:
         settings = ensure_admin_password(settings)
@@ -56,6 +58,19 @@ def open_stack(
     check(settings, backend, kind, switching=switching)
     recover_restore(settings)
     return settings, backend
+
+
+def on_engine_host(settings: Settings) -> Settings:
+    """On a remote engine reached over tcp://, the ports are published on the engine's host:
+    the tasks (and the URLs) reach them there. Everywhere else nothing changes."""
+    if settings.backend != "compose":  # `inv init` writes the resolved backend
+        return settings
+    from scripts.infra import engine
+
+    point = engine.endpoint(settings.subprocess_env())
+    if point.scheme != "tcp" or not point.remote:
+        return settings
+    return dataclasses.replace(settings, engine_address=engine.resolve_ip(point.hostname))
 
 
 def recover_restore(settings: Settings) -> None:
@@ -93,13 +108,28 @@ def banner(settings: Settings, backend: Backend) -> None:
 
 
 def check(settings: Settings, backend: Backend, kind: str, *, switching: bool = False) -> None:
-    """The checks of `kind` on settings already loaded (and URLs already written): whose
-    stack it is first, then whether the env file would send anything elsewhere."""
+    """The checks of `kind` on settings already loaded (and URLs already written): that the
+    docker CLI's Compose plugin is there (compose backend) and whose stack it is first, then
+    whether the env file would send anything elsewhere."""
+    if backend.name == "compose":
+        check_compose_plugin(refuse=kind != READ)
     if kind in (STOP, CHANGE):
         backend.check_owner()
     check_urls(settings, refuse=kind == CHANGE, switching=switching)
     if kind == CHANGE and (keys := placeholder_passwords(settings)):
         raise StackError(placeholder_message(settings, keys))
+
+
+def check_compose_plugin(*, refuse: bool) -> None:
+    """Name a docker CLI Compose plugin link that points nowhere before any `docker compose`
+    runs (every one would fail with "unknown command"): refuse, or warn when `refuse` is
+    False. An lstat and a stat, no program run."""
+    from scripts.infra.compose_plugin import plugin_problem
+
+    if problem := plugin_problem():
+        if refuse:
+            raise StackError(problem)
+        warn(problem)
 
 
 def private_mode_problem(settings: Settings) -> str | None:

@@ -160,7 +160,7 @@ def _ensure_docker(*, yes: bool) -> None:
         yes = True
     report = docker.ensure_engine(yes=yes)
     say("ok", docker.describe(report))
-    version = compose_plugin.ensure_compose(sys.executable)
+    version = compose_plugin.ensure_compose(sys.executable, notify=lambda line: say("ok", line))
     say("ok", f"Docker Compose {version}")
 
 

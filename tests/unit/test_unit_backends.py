@@ -24,7 +24,6 @@ from scripts.backends.base import (
 )
 from scripts.backends.compose import (
     ComposeBackend,
-    _parse_size,
     compose_argv,
     profile_args,
 )
@@ -101,14 +100,16 @@ def test_a_configured_backend_is_used_without_asking_the_engine(
 
 
 # --- the Docker engine ------------------------------------------------------------------------
-# No Docker engine runs here: a fake answers the one API call on a Unix socket or TCP port.
+# A fake answers the engine's version endpoint on a Unix socket or TCP port: these tests are
+# about how the SDK's answers and errors become the probe's; real engines, local and remote,
+# are the compose suite's (tests/integration/compose).
 
 
 def engine(requests: list[str], status: int = 200) -> type[socketserver.StreamRequestHandler]:
     body = json.dumps({"Version": "28.0.0", "ApiVersion": "1.48"}).encode()
 
     def respond(request_line: str) -> tuple[int, str, bytes]:
-        if request_line.split()[1:2] == ["/version"]:
+        if request_line.split()[1].endswith("/version"):
             return status, "OK" if status == 200 else "Server Error", body
         return 404, "Not Found", b""
 
@@ -129,7 +130,8 @@ def test_engine_version_the_version_on_a_unix_socket(
     with serve_unix(tmp_path / "d.sock", engine(requests)) as path:
         monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
         assert engine_version() == "28.0.0"
-    assert requests == ["GET /version HTTP/1.1"]
+    # The client asks for the engine's API version, then the probe for its version.
+    assert requests == ["GET /version HTTP/1.1"] * 2
 
 
 def test_engine_version_the_version_on_tcp(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -156,12 +158,13 @@ def test_engine_version_none_for_a_socket_that_is_not_an_engine(
         assert engine_version() is None
 
 
-def test_engine_version_leaves_ssh_hosts_to_the_cli(
+def test_an_ssh_engine_without_an_ssh_client_is_one_sentence(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DOCKER_HOST", "ssh://user@build-host")
-    monkeypatch.setenv("PATH", str(tmp_path))  # no docker CLI to ask: no engine
-    assert engine_version() is None
+    monkeypatch.setenv("PATH", str(tmp_path))  # no ssh here
+    with pytest.raises(StackError, match=r"DOCKER_HOST=ssh://user@build-host needs the ssh client"):
+        engine_version()
 
 
 @pytest.mark.parametrize(
@@ -234,64 +237,37 @@ def test_container_names_follow_the_project(settings: Settings) -> None:
     ]
 
 
-@pytest.mark.parametrize(
-    ("text", "size"),
-    [
-        ("0B", 0),
-        ("512B", 512),
-        ("12kB", 12_000),
-        ("12KB", 12_000),
-        ("41.2MB", 41_200_000),
-        ("1.5GB", 1_500_000_000),
-        ("2TB", 2_000_000_000_000),
-        ("N/A", 0),
-        ("", 0),
-        ("lotsMB", 0),
-    ],
-)
-def test_parse_size_reads_dockers_decimal_units(text: str, size: int) -> None:
-    assert _parse_size(text) == size
+# --- the project's containers ---------------------------------------------------------------
+# ComposeBackend._containers is replaced by canned rows in the shape of the engine's container
+# list (GET /containers/json): only how the backend reads them is under test here.
+# _volume_sizes (another engine call) is replaced the same way.
 
 
-# --- compose ps output ------------------------------------------------------------------------
-# ComposeBackend._run is replaced by canned `docker compose ps` output: no engine runs here,
-# and only the parsing of that output is under test. _volume_sizes (another engine call)
-# is replaced the same way.
+def _row(service: str, name: str, state: str, status: str) -> dict[str, object]:
+    labels = {"com.docker.compose.service": service, "com.docker.compose.oneoff": "False"}
+    return {"Names": [f"/{name}"], "State": state, "Status": status, "Labels": labels}
 
-PS_ROWS = [
-    {"Service": "postgres", "Name": "aim_unit_db", "State": "running", "ExitCode": 0},
-    {"Service": "redis", "Name": "aim_unit_redis", "State": "exited", "ExitCode": 1},
+
+ENGINE_ROWS = [
+    _row("postgres", "aim_unit_db", "running", "Up 3 minutes (healthy)"),
+    _row("redis", "aim_unit_redis", "exited", "Exited (1) 2 minutes ago"),
 ]
 
 
 @pytest.fixture
-def ps_output(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Set the output to return; yields the list, and records the arguments in `calls`."""
-    output: list[str] = [""]
-    calls: list[tuple[str, ...]] = []
-
-    def fake_run(
-        self: ComposeBackend, *args: str, capture: bool = True, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        calls.append(args)
-        return subprocess.CompletedProcess(list(args), 0, output[0], "")
-
-    monkeypatch.setattr(ComposeBackend, "_run", fake_run)
+def ps_output(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[list[dict[str, object]]]]:
+    """Set the rows the engine lists; yields the holder."""
+    rows: list[list[dict[str, object]]] = [[]]
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.setattr(ComposeBackend, "_containers", lambda self: rows[0])
     monkeypatch.setattr(ComposeBackend, "_volume_sizes", lambda self: {"postgres": 4096})
-    yield output
-    assert all(call == ("--profile", "*", "ps", "--all", "--format", "json") for call in calls)
+    yield rows
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "\n".join(json.dumps(row) for row in PS_ROWS) + "\n",  # Compose 2.21 and later
-        json.dumps(PS_ROWS),  # earlier Compose v2: one JSON array
-    ],
-    ids=["json-lines", "json-array"],
-)
-def test_states_parse_both_ps_formats(settings: Settings, ps_output: list[str], text: str) -> None:
-    ps_output[0] = text
+def test_states_read_the_engines_container_list(
+    settings: Settings, ps_output: list[list[dict[str, object]]]
+) -> None:
+    ps_output[0] = ENGINE_ROWS
     states = ComposeBackend(settings).states()
     assert states == {
         "postgres": ServiceState("postgres", True, "running", "aim_unit_db", 4096),
@@ -300,17 +276,19 @@ def test_states_parse_both_ps_formats(settings: Settings, ps_output: list[str], 
     }
 
 
-def test_states_with_no_containers(settings: Settings, ps_output: list[str]) -> None:
-    ps_output[0] = "\n"
+def test_states_with_no_containers(
+    settings: Settings, ps_output: list[list[dict[str, object]]]
+) -> None:
+    ps_output[0] = []
     states = ComposeBackend(settings).states()
     assert [s.state for s in states.values()] == ["not created"] * 3
     assert not any(s.running for s in states.values())
 
 
 def test_exit_reason_names_the_container_and_a_working_logs_command(
-    settings: Settings, ps_output: list[str]
+    settings: Settings, ps_output: list[list[dict[str, object]]]
 ) -> None:
-    ps_output[0] = json.dumps(PS_ROWS)
+    ps_output[0] = ENGINE_ROWS
     backend = ComposeBackend(settings)
     assert backend.exit_reason("postgres") is None  # running
     assert backend.exit_reason("adminer") is None  # not created yet: may still start

@@ -25,13 +25,20 @@ def run(*, offline: bool, environ: Mapping[str, str] | None = None) -> Report:
     report = Report()
     settings = env.check_env_file(report, environ)
     backend_name = _backend_name(settings, environ)
+    if settings is not None and backend_name == "compose":
+        from scripts.ops.preflight import on_engine_host
+
+        try:
+            settings = on_engine_host(settings)
+        except StackError as exc:
+            report.add("Tools", "Docker engine", "fail", exc.message)
     # Independent groups, mostly waiting on subprocesses: run them side by side.
     from scripts.infra.wait import concurrently
 
     parts = [Report(), Report(), Report()]
     concurrently(
         {
-            "tools": lambda: host.check_tools(parts[0], backend_name),
+            "tools": lambda: host.check_tools(parts[0], backend_name, settings),
             "compose file": lambda: files.check_compose_file(parts[1], settings),
             "sql files": lambda: files.check_sql_files(parts[2]),
         }

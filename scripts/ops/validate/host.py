@@ -18,9 +18,11 @@ if TYPE_CHECKING:
     from scripts.backends.base import Backend
 
 
-def check_tools(report: Report, backend: str) -> None:
+def check_tools(report: Report, backend: str, settings: Settings | None = None) -> None:
     if backend == "compose":
         _compose_tools(report)
+        if settings is not None:
+            _engine_reach(report, settings)
     else:
         _native_tools(report)
         _client_tools(report)
@@ -52,6 +54,37 @@ def _compose_tools(report: Report) -> None:
         f"version {compose}" if compose else "`docker compose version` does not answer",
         "" if compose else "run `inv setup` to link Compose v2",
     )
+
+
+def _engine_reach(report: Report, settings: Settings) -> None:
+    """Where the engine publishes the ports, and who else can reach them there."""
+    from scripts.infra import engine
+
+    try:
+        point = engine.endpoint(settings.subprocess_env())
+    except StackError as exc:
+        report.add("Tools", "Docker engine", "fail", exc.message)
+        return
+    area, name = "Tools", "published ports"
+    if point.scheme == "ssh":
+        report.add(area, name, "pass",
+                   f"on the loopback of {point.hostname}, forwarded to {settings.bind_address} "
+                   "here over SSH")  # fmt: skip
+    elif not point.remote:
+        report.add(area, name, "pass", f"on {settings.bind_address} of this machine")
+    elif engine.is_loopback(settings.bind_address):
+        report.add(area, name, "fail",
+                   f"{point.named()} publishes them on the loopback of {point.hostname}, which "
+                   "this machine cannot reach",
+                   "use an ssh:// engine (the tasks forward the ports), or set BIND_ADDRESS to "
+                   "an address of that host that this machine reaches")  # fmt: skip
+    else:
+        report.add(area, name, "warn",
+                   f"BIND_ADDRESS={settings.bind_address} publishes PostgreSQL, Redis and "
+                   f"Adminer on {point.hostname} ({point.named()}) beyond its loopback: anyone "
+                   "who reaches that host reaches the database",
+                   "prefer an ssh:// engine, whose forwarding keeps every port on loopback, or "
+                   "firewall those ports")  # fmt: skip
 
 
 def _native_tools(report: Report) -> None:
