@@ -42,7 +42,9 @@ def _project_importable() -> None:
 
 def install_group(session: nox.Session, *groups: str, runtime: bool = True) -> None:
     packages = [p for g in groups for p in nox.project.dependency_groups(PYPROJECT, g)]
-    session.install(*(RUNTIME if runtime else []), *packages)
+    # Compiled once at install, as `uv sync` does for .venv (pyproject.toml's compile-bytecode).
+    env = {"UV_COMPILE_BYTECODE": "1"}
+    session.install(*(RUNTIME if runtime else []), *packages, env=env)
 
 
 @nox.session

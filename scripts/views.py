@@ -134,6 +134,7 @@ def status(result: Status, *, as_json: bool) -> None:
             "database": result.database,
             "branch": result.branch,
             "problems": result.problems,
+            "notes": result.notes,
             "services": services,
         }
         print(json.dumps(body, indent=2))
@@ -148,6 +149,8 @@ def status(result: Status, *, as_json: bool) -> None:
         ["Service", "State", "Address", "Health", "Data"],
         cells,
     )
+    for note in result.notes:
+        say("info", note)
     for problem in result.problems:
         say("warn", problem)
 

@@ -113,6 +113,9 @@ class Backend(Protocol):
     def ownership_problem(self) -> str | None:
         """One sentence when another checkout owns what this stack would act on, else None."""
 
+    def notes(self) -> list[str]:
+        """What `inv status` shows besides the services (e.g. a forwarding of the ports)."""
+
     def check_owner(self) -> None:
         """Refuse (StackError) when another checkout owns what this stack would change."""
 

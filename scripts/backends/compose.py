@@ -193,6 +193,20 @@ class ComposeBackend:
             "this checkout's own (and other ports), or run the task in that checkout."
         )
 
+    def notes(self) -> list[str]:
+        """The SSH forwarding of an ssh:// engine: what it carries, or that it is missing."""
+        if self.endpoint().scheme != "ssh":
+            return []
+        forwarding = compose_forward.current(self.settings)
+        if forwarding is not None:
+            return [forwarding.describe(self.settings)]
+        if self._published():
+            return [
+                "The stack's containers run on the engine's host, but no SSH forwarding carries "
+                "their ports here: `inv up-core` (or `inv up`) starts it."
+            ]
+        return []
+
     def check_owner(self) -> None:
         if problem := self.ownership_problem():
             raise StackError(problem + " Nothing was changed.")

@@ -138,6 +138,7 @@ class Status:
     problems: list[str]
     database: str  # the database the tasks act on: the current branch's
     branch: str
+    notes: list[str]  # the backend's, e.g. the SSH forwarding of a remote engine
 
 
 def status() -> Status:
@@ -154,7 +155,9 @@ def status() -> Status:
         orphans_problem(),
     )
     problems = [p for p in found if p]
-    return Status(backend, rows, problems, settings.postgres_db, settings.postgres_branch)
+    return Status(
+        backend, rows, problems, settings.postgres_db, settings.postgres_branch, backend.notes()
+    )
 
 
 def logs(services: str, *, follow: bool, tail: int) -> None:

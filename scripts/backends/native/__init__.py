@@ -231,6 +231,9 @@ class NativeBackend:
     def ownership_problem(self) -> str | None:
         return None  # the state dir is this checkout's own
 
+    def notes(self) -> list[str]:
+        return []
+
     def check_owner(self) -> None:
         return None
 

@@ -210,6 +210,10 @@ def test_the_full_lifecycle_on_an_ssh_engine_through_the_forwarding(
     assert isinstance(services, list)
     details = " ".join(str(s["detail"]) for s in services)
     assert "ssh forwarding pid" in details, details
+    listed = status["notes"]
+    assert isinstance(listed, list)
+    notes = " ".join(str(n) for n in listed)
+    assert "ssh forwarding (pid" in notes and f"postgres 127.0.0.1:{stack.ports[0]} ->" in notes
     # down stopped the forwarding: nothing listens on the stack's ports any more.
     assert not listeners(stack.ports[0])
 
