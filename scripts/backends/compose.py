@@ -36,6 +36,8 @@ WORKING_DIR = "com.docker.compose.project.working_dir"
 # A small volume per project whose label names the checkout that owns the project's volumes.
 OWNER_VOLUME_SUFFIX = "checkout"
 OWNER_LABEL = "org.ai-marketplace.checkout"
+# The machine of that checkout: on a shared (remote) engine a path alone says nothing.
+OWNER_MACHINE_LABEL = "org.ai-marketplace.machine"
 _NO_DOCKER = "The docker CLI was not found: install Docker, or set STACK_BACKEND=native."
 CONTAINER_SUFFIX = {"postgres": "db", "redis": "redis", "adminer": "adminer"}
 PROJECT_LABEL = "com.docker.compose.project"
@@ -47,8 +49,9 @@ ENGINE_PORT_KEY = {"postgres": "POSTGRES_ENGINE_PORT", "redis": "REDIS_ENGINE_PO
                    "adminer": "ADMINER_ENGINE_PORT"}  # fmt: skip
 
 
-def compose_argv(settings: Settings, *args: str) -> list[str]:
-    """The one place a `docker compose` command line is put together."""
+def compose_argv(settings: Settings, *args: str, override: Path | None = None) -> list[str]:
+    """The one place a `docker compose` command line is put together (`override`: a second
+    compose file, e.g. compose_remote's for an engine on another host)."""
     return [
         "docker",
         "compose",
@@ -56,6 +59,7 @@ def compose_argv(settings: Settings, *args: str) -> list[str]:
         str(settings.root),
         "--file",
         str(settings.root / COMPOSE_FILE),
+        *(["--file", str(override)] if override else []),
         "--env-file",
         str(settings.env_file),
         "--project-name",
@@ -100,8 +104,21 @@ class ComposeBackend:
         return self._client
 
     def _api(self) -> Any:
-        """The engine's API, untyped where the SDK's answers are JSON anyway."""
-        return self._engine()
+        """The engine's API, untyped where the SDK's answers are JSON anyway; a failure is a
+        StackError (scripts.infra.engine.Guarded)."""
+        from scripts.infra.engine import Guarded
+
+        return Guarded(self._engine(), self.endpoint())
+
+    def _argv(self, *args: str) -> list[str]:
+        """compose_argv for this stack's engine: on another host, with compose_remote's
+        override (the checkout's files as configs instead of bind mounts)."""
+        override = None
+        if self.endpoint().remote:
+            from scripts.backends.compose_remote import write_override
+
+            override = write_override(self.settings)
+        return compose_argv(self.settings, *args, override=override)
 
     def _compose_env(self) -> dict[str, str]:
         env = self.settings.subprocess_env()
@@ -127,9 +144,7 @@ class ComposeBackend:
         self, *args: str, capture: bool = True, check: bool = True, input_text: str | None = None
     ) -> run.Result:
         """`docker compose ARGS` for this stack; a failure is a StackError unless not `check`."""
-        result = self._docker(
-            compose_argv(self.settings, *args), capture=capture, input_text=input_text
-        )
+        result = self._docker(self._argv(*args), capture=capture, input_text=input_text)
         if check and not result.ok:
             from scripts.infra.compose_plugin import compose_version, plugin_problem
 
@@ -164,13 +179,16 @@ class ComposeBackend:
             found = (row.get("Labels") or {}).get(WORKING_DIR)
             if found:
                 return str(found)
+        return self._marker_labels().get(OWNER_LABEL) or None
+
+    def _marker_labels(self) -> dict[str, str]:
         from docker.errors import NotFound
 
         try:
             labels = self._api().inspect_volume(self._marker()).get("Labels") or {}
         except NotFound:
-            return None
-        return str(labels.get(OWNER_LABEL) or "") or None
+            return {}
+        return {str(k): str(v) for k, v in labels.items()}
 
     def _containers(self) -> list[dict[str, Any]]:
         """The project's containers as the engine lists them (running or not, no one-offs)."""
@@ -185,7 +203,23 @@ class ComposeBackend:
         does, or the one that did is gone from disk)."""
         owner = self.owner()
         here = str(self.settings.root)
-        if owner is None or owner == here or not Path(owner).is_dir():
+        if owner is None:
+            return None
+        if self.endpoint().remote:
+            # A shared engine: the path is another machine's as likely as this one's.
+            machine = self._marker_labels().get(OWNER_MACHINE_LABEL)
+            if machine in (None, this_machine()) and owner == here:
+                return None
+            if machine == this_machine() and not Path(owner).is_dir():
+                return None  # a checkout of this machine that was deleted
+            where = f"a checkout on {machine.split('/')[0]}" if machine else "another checkout"
+            return (
+                f"Compose project {self.settings.project!r} on {self.endpoint().named()} belongs "
+                f"to {where}, {owner}: set COMPOSE_PROJECT_NAME in "
+                f"{display_path(self.settings.env_file)} to a name of your own (on a shared "
+                "engine, one per developer), or run the task there."
+            )
+        if owner == here or not Path(owner).is_dir():
             return None
         return (
             f"Compose project {self.settings.project!r} belongs to another checkout, {owner}: "
@@ -213,16 +247,15 @@ class ComposeBackend:
 
     def _claim(self) -> None:
         """Record this checkout as the project's owner (once; the marker lives until reset)."""
-        owner = self.owner()
-        here = str(self.settings.root)
-        if owner == here:
+        labels = {OWNER_LABEL: str(self.settings.root), OWNER_MACHINE_LABEL: this_machine()}
+        if self._marker_labels() == labels:
             return
         self._remove("volume", self._marker())
-        self._api().create_volume(self._marker(), labels={OWNER_LABEL: here})
+        self._api().create_volume(self._marker(), labels=labels)
 
     def _remove(self, kind: str, name: str) -> bool:
         """Remove a container (forced), volume or network of the project; False if it stays."""
-        from docker.errors import APIError, NotFound
+        from docker.errors import NotFound
 
         api = self._api()
         try:
@@ -234,7 +267,7 @@ class ComposeBackend:
                 api.remove_network(name)
         except NotFound:
             return True
-        except APIError:
+        except StackError:  # in use, or the engine went away: the caller names what is left
             return False
         return True
 
@@ -249,6 +282,9 @@ class ComposeBackend:
         if wanted:
             if forwarded or not self.endpoint().remote:  # ports taken here, by anyone else
                 held = compose_forward.current(self.settings)
+                if held is not None and (not forwarded or held.host != self.endpoint().host):
+                    compose_forward.stop(self.settings)  # to an engine this stack has left
+                    held = None
                 net.ensure_free(
                     self.settings, [s for s in wanted if not held or s not in held.ports]
                 )
@@ -257,7 +293,11 @@ class ComposeBackend:
                 self._claim()
                 self._run(*profile_args(services), "up", "--detach", *wanted)
             except StackError as exc:
-                raise StackError(f"{exc.message} {self._undo_start(before)}") from None
+                try:
+                    undone = self._undo_start(before)
+                except StackError as undo:  # the engine went away too: say both
+                    undone = f"What it created could not be checked ({undo.message})"
+                raise StackError(f"{exc.message} {undone}") from None
         if forwarded:
             self._forward()
         return wanted
@@ -318,8 +358,10 @@ class ComposeBackend:
         running = self._running()
         if set(services) >= set(SERVICES):
             # A plain `down` leaves profiled services (adminer) running and the network busy.
-            self._run("--profile", "*", "down", "--remove-orphans")
-            compose_forward.stop(self.settings)
+            try:
+                self._run("--profile", "*", "down", "--remove-orphans")
+            finally:
+                compose_forward.stop(self.settings)
         else:
             # A paused (hung) container would not stop: let it run first, then stop it.
             self._run(*profile_args(services), "unpause", *services, check=False)
@@ -329,8 +371,10 @@ class ComposeBackend:
         return [s for s in reversed(SERVICES) if s in running and s in services]
 
     def clean(self) -> list[str]:
-        self._run("--profile", "*", "down", "--remove-orphans")
-        compose_forward.stop(self.settings)
+        try:
+            self._run("--profile", "*", "down", "--remove-orphans")
+        finally:
+            compose_forward.stop(self.settings)
         return ["containers and network of project " + self.settings.project]
 
     def has_database(self) -> bool:
@@ -339,8 +383,10 @@ class ComposeBackend:
     def destroy(self) -> list[str]:
         volumes = self._volumes()
         network = self._network(f"{self.settings.project}_network")
-        self._run("--profile", "*", "down", "--volumes", "--remove-orphans")
-        compose_forward.stop(self.settings)
+        try:
+            self._run("--profile", "*", "down", "--volumes", "--remove-orphans")
+        finally:
+            compose_forward.stop(self.settings)
         self._remove("volume", self._marker())
         return [f"volume {v}" for v in volumes] + [f"network {n}" for n in network]
 
@@ -370,7 +416,6 @@ class ComposeBackend:
     def states(self, *, sizes: bool = True) -> dict[str, ServiceState]:
         found = {str(row.get("Service")): row for row in self._ps()}
         data = self._volume_sizes() if sizes else {}
-        forwarding = compose_forward.current(self.settings)
         result = {}
         for service in SERVICES:
             row = found.get(service)
@@ -382,22 +427,14 @@ class ComposeBackend:
             running = state == "running"
             if state == "exited":
                 state = f"exited ({row.get('ExitCode', '?')})"
-            detail = str(row.get("Name"))
-            if forwarding is not None and service in forwarding.ports:
-                detail += f", ssh forwarding pid {forwarding.pid} from engine port "
-                detail += str(forwarding.ports[service])
-            elif running and self.endpoint().scheme == "ssh":
-                detail += ", NOT forwarded here: `inv up-core` (or `inv up`) forwards it"
-            result[service] = ServiceState(service, running, state, detail, size)
+            result[service] = ServiceState(service, running, state, str(row.get("Name")), size)
         return result
 
     def _volume_sizes(self) -> dict[str, int]:
-        from docker.errors import APIError
-
         sizes: dict[str, int] = {}
         try:
             volumes = self._api().df().get("Volumes") or []
-        except APIError:
+        except StackError:  # sizes are a nicety: the states are what status is about
             return sizes
         for volume in volumes:
             name = str(volume.get("Name", ""))
@@ -438,7 +475,7 @@ class ComposeBackend:
         # no PostgreSQL client and no password crosses a command line. The session is the
         # role's all the same: no more rights than it has.
         user = login[0] if login else self.settings.postgres_user
-        argv = compose_argv(self.settings, "exec", "-T", "postgres", tool, "-U", user)
+        argv = self._argv("exec", "-T", "postgres", tool, "-U", user)
         return [*argv, *args], self.settings.subprocess_env()
 
     @contextlib.contextmanager
@@ -474,6 +511,8 @@ class ComposeBackend:
         s = self.settings
         if service == "redis":
             self._run("up", "--detach", "--force-recreate", "redis")
+            if self.endpoint().scheme == "ssh":
+                self._forward()  # the new container publishes on another engine port
             return "container recreated"
         from scripts.infra.database import password_sql
 
@@ -495,6 +534,17 @@ class ComposeBackend:
         # The password comes from the container's own environment, never from our argv.
         script = 'REDISCLI_AUTH="$REDIS_PASSWORD" exec redis-cli "$@"'
         return self._exec("redis", ["sh", "-c", script, "redis-cli", *args])
+
+
+def this_machine() -> str:
+    """This machine as an owner label says it: its host name, and its machine id where the
+    system has one (two laptops may share a host name)."""
+    import socket
+
+    machine_id = ""
+    with contextlib.suppress(OSError):
+        machine_id = Path("/etc/machine-id").read_text().strip()[:12]
+    return f"{socket.gethostname()}/{machine_id}" if machine_id else socket.gethostname()
 
 
 def _engine_down(output: str) -> bool:

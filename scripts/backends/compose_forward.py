@@ -12,6 +12,7 @@ its pid and ports are in the state dir.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import signal
 import socket
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from scripts.errors import StackError
 from scripts.files import write_atomic
-from scripts.infra import procs, run, wait
+from scripts.infra import net, procs, run, wait
 
 if TYPE_CHECKING:
     from scripts.infra.engine import Endpoint
@@ -41,6 +42,8 @@ class Forwarding:
     pid: int
     host: str  # the engine's DOCKER_HOST
     ports: Mapping[str, int]
+    local: Mapping[str, str]  # service -> "BIND_ADDRESS:port" here
+    started: float = 0.0  # the process's start time: a pid reused by another ssh is not ours
 
     def describe(self, settings: Settings) -> str:
         pairs = ", ".join(
@@ -60,28 +63,42 @@ def current(settings: Settings) -> Forwarding | None:
     state, _ = _paths(settings)
     try:
         data = json.loads(state.read_text())
-        found = Forwarding(int(data["pid"]), str(data["host"]),
-                           {str(k): int(v) for k, v in dict(data["ports"]).items()})  # fmt: skip
+        found = Forwarding(
+            int(data["pid"]),
+            str(data["host"]),
+            {str(k): int(v) for k, v in dict(data["ports"]).items()},
+            {str(k): str(v) for k, v in dict(data["local"]).items()},
+            float(data["started"]),
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not procs.alive(found.pid) or procs.command_name(found.pid) != "ssh":
+    if procs.command_name(found.pid) != "ssh" or procs.started_at(found.pid) != found.started:
         return None
     return found
+
+
+def _local(settings: Settings, ports: Mapping[str, int]) -> dict[str, str]:
+    address = _bracketed(settings.bind_address)
+    return {service: f"{address}:{settings.port(service)}" for service in sorted(ports)}
 
 
 def ensure(settings: Settings, point: Endpoint, ports: Mapping[str, int]) -> Forwarding:
     """A forwarding of exactly `ports` to `point`'s host: the running one when it carries
     them, else a new one (the old one stopped first)."""
     running = current(settings)
-    if running is not None and running.host == point.host and dict(running.ports) == dict(ports):
+    local = _local(settings, ports)
+    wanted = (point.host, dict(ports), local)
+    if running is not None and (running.host, dict(running.ports), dict(running.local)) == wanted:
         return running
     stop(settings)
+    # Ports that this stack's forwarding no longer holds must be free: else the probes below
+    # could reach whoever holds them before ssh gives up on its forward.
+    net.ensure_free(settings, list(ports))
     state, log = _paths(settings)
     log.parent.mkdir(parents=True, exist_ok=True)
     forwards: list[str] = []
     for service, port in sorted(ports.items()):
-        local = f"{_bracketed(settings.bind_address)}:{settings.port(service)}"
-        forwards += ["-L", f"{local}:127.0.0.1:{port}"]
+        forwards += ["-L", f"{local[service]}:127.0.0.1:{port}"]
     options = (
         "-N",  # no remote command: only the forwards
         "-T",
@@ -93,9 +110,10 @@ def ensure(settings: Settings, point: Endpoint, ports: Mapping[str, int]) -> For
     )  # fmt: skip
     process = run.spawn(point.ssh_argv(options=options), log)
     state.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"pid": process.pid, "host": point.host, "ports": dict(ports)}
-    write_atomic(state, json.dumps(payload), durable=False)
-    forwarding = Forwarding(process.pid, point.host, dict(ports))
+    forwarding = Forwarding(
+        process.pid, point.host, dict(ports), local, procs.started_at(process.pid) or 0.0
+    )
+    write_atomic(state, json.dumps(dataclasses.asdict(forwarding)), durable=False)
     _wait_ready(settings, forwarding, process, log)
     return forwarding
 
@@ -112,9 +130,11 @@ def _wait_ready(
     def ready() -> bool | None:
         if process.poll() is not None:
             return False
-        return (
-            all(_accepts(settings.connect_host, settings.port(s)) for s in forwarding.ports) or None
-        )
+        ports = [settings.port(s) for s in forwarding.ports]
+        if not all(_accepts(settings.connect_host, port) for port in ports):
+            return None
+        # Listening, and by this ssh: nobody else answers in its place.
+        return all(process.pid in {o.pid for o in net.listeners(port)} for port in ports) or None
 
     if not wait.until(ready, timeout=START_TIMEOUT, interval=0.05):
         said = run.last_line("\n".join(procs.tail(log, 5)), "no output")
@@ -135,9 +155,8 @@ def stop(settings: Settings) -> bool:
     """Stop this stack's forwarding if it runs; True when there was one."""
     state, _ = _paths(settings)
     running = current(settings)
+    if running is not None:  # first the process, then its record: a kill between leaves both
+        procs.stop(running.pid, signal.SIGTERM, STOP_TIMEOUT, signal.SIGKILL)
     with contextlib.suppress(OSError):
         state.unlink()
-    if running is None:
-        return False
-    procs.stop(running.pid, signal.SIGTERM, STOP_TIMEOUT, signal.SIGKILL)
-    return True
+    return running is not None

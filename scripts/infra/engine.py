@@ -74,6 +74,8 @@ class Endpoint:
 
     def fix_hint(self) -> str:
         if self.chosen_by == "DOCKER_HOST":
+            if self.scheme == "unix":  # a socket of this machine: maybe just not started
+                return "start the engine with `inv setup`, or fix or unset DOCKER_HOST"
             return "fix or unset DOCKER_HOST"
         if self.context:
             return f"fix the context (`docker context inspect {self.context}`) or choose another"
@@ -119,8 +121,8 @@ def endpoint(environ: Mapping[str, str] | None = None) -> Endpoint:
     if not name:
         name = _current_context(env)
         chosen_by = f"docker context {name}" if name != "default" else ""
-    if name == "default":
-        return Endpoint(DEFAULT_HOST, chosen_by)
+    if name == "default":  # the docker CLI's own: the local socket, however chosen
+        return Endpoint(DEFAULT_HOST, "")
     meta = _context_dir(env) / "meta" / hashlib.sha256(name.encode()).hexdigest() / "meta.json"
     try:
         endpoints = json.loads(meta.read_text()).get("Endpoints") or {}
@@ -181,6 +183,11 @@ def _checked_ssh(point: Endpoint) -> None:
             f"reaches {point.hostname}, which has no `docker` command on its PATH for SSH "
             "sessions: install Docker there (the docker CLI runs `docker system dial-stdio` "
             "on it), or choose another engine"
+        )
+    elif ("dial unix" in said or "docker daemon" in said) and "permission denied" in said:
+        problem = (
+            f"reaches {point.hostname}, but that user may not use its Docker socket: add the "
+            'user to the docker group there (`sudo usermod -aG docker "$USER"`)'
         )
     elif "permission denied" in said:
         problem = (
@@ -263,9 +270,9 @@ def _client(point: Endpoint, timeout: float) -> docker.APIClient:
     except TLSParameterError:
         raise StackError(_tls_files_problem(point)) from None
     except (DockerException, RequestException) as error:
-        raise StackError(_unreachable(point, str(error))) from None
+        raise StackError(unreachable(point, str(error))) from None
     except (KeyError, TypeError, ValueError):  # an answer that is not an engine's
-        raise StackError(_unreachable(point, "the answer is not a Docker engine's")) from None
+        raise StackError(unreachable(point, "the answer is not a Docker engine's")) from None
 
 
 def _tls_files_problem(point: Endpoint) -> str:
@@ -284,7 +291,9 @@ def _tls_files_problem(point: Endpoint) -> str:
     )
 
 
-def _unreachable(point: Endpoint, detail: str) -> str:
+def unreachable(point: Endpoint, detail: str) -> str:
+    """One sentence for an engine that could not be reached or did not answer (`detail`: the
+    SDK's or requests' own words)."""
     lowered = detail.lower()
     where = point.named()
     if "certificate" in lowered or "ssl" in lowered or "tls" in lowered:
@@ -299,7 +308,7 @@ def _unreachable(point: Endpoint, detail: str) -> str:
             )
         return f"The Docker engine at {where} {reason}: {fix}."
     if "connection refused" in lowered or "no such file" in lowered:
-        reason = "no engine listens there (connection refused)"
+        reason = "connection refused: nothing listens there"
     elif "timed out" in lowered or "timeout" in lowered:
         reason = "no answer in time"
     elif "permission denied" in lowered:
@@ -349,3 +358,37 @@ def resolve_ip(host: str) -> str:
         raise StackError(
             f"This machine cannot resolve the Docker engine's host {host!r}: fix DOCKER_HOST."
         ) from None
+
+
+class Guarded:
+    """An SDK API client whose every call turns a failure into one sentence (StackError): an
+    engine that goes away mid-command (a restart, a dropped SSH link) or refuses a request.
+    NotFound passes through: the callers ask for things that may not exist."""
+
+    def __init__(self, api: docker.APIClient, point: Endpoint) -> None:
+        self._api = api
+        self._point = point
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self._api, name)
+        if not callable(found):
+            return found
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            from docker.errors import APIError, DockerException, NotFound
+            from requests.exceptions import RequestException
+
+            try:
+                return found(*args, **kwargs)
+            except NotFound:
+                raise
+            except APIError as error:
+                said = str(error.explanation or error).strip().rstrip(".")
+                raise StackError(
+                    f"The Docker engine at {self._point.named()} refused {name} ({said}): fix "
+                    "what it names and try again."
+                ) from None
+            except (DockerException, RequestException, OSError) as error:
+                raise StackError(unreachable(self._point, str(error))) from None
+
+        return call

@@ -93,6 +93,17 @@ def command_name(pid: int) -> str:
         return ""
 
 
+def started_at(pid: int) -> float | None:
+    """When `pid` started (seconds since the epoch), None when it is gone: with the pid, it
+    tells a process from a later one that was given the same pid."""
+    import psutil
+
+    try:
+        return float(psutil.Process(pid).create_time())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
 def family(pid: int) -> set[int]:
     """`pid` and every process it started, however deep. A server whose workers share its
     listening socket (PHP's) is found by any of them: psutil names one holder per socket."""

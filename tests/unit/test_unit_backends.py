@@ -255,10 +255,15 @@ ENGINE_ROWS = [
 
 
 @pytest.fixture
-def ps_output(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[list[dict[str, object]]]]:
-    """Set the rows the engine lists; yields the holder."""
+def ps_output(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[list[list[dict[str, object]]]]:
+    """Set the rows the engine lists; yields the holder. The engine is the local default
+    whatever this machine's docker CLI is set to."""
     rows: list[list[dict[str, object]]] = [[]]
     monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
     monkeypatch.setattr(ComposeBackend, "_containers", lambda self: rows[0])
     monkeypatch.setattr(ComposeBackend, "_volume_sizes", lambda self: {"postgres": 4096})
     yield rows

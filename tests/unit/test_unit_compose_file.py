@@ -253,3 +253,38 @@ def test_the_command_line_inv_builds_resolves_the_same_stack(unit_stack: Setting
     assert set(config["services"]) == {"postgres", "redis", "adminer"}
     ports = config["services"]["postgres"]["ports"]
     assert [(p["host_ip"], str(p["published"])) for p in ports] == [("127.0.0.1", "15433")]
+
+
+# --- on an engine on another host: the checkout's files as configs, no bind mounts -------------
+
+
+def test_the_remote_override_replaces_every_bind_mount_with_the_files_content(
+    unit_stack: Settings,
+) -> None:
+    from scripts.backends.compose_remote import write_override
+
+    override = write_override(unit_stack)
+    assert override.stat().st_mode & 0o077 == 0
+    result = run_compose(
+        "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE), "-f", str(override),
+        "--env-file", str(unit_stack.env_file), "--profile", "tools",
+        "config", "--format", "json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    config = json.loads(result.stdout)
+    services = config["services"]
+    for service in ("postgres", "redis", "adminer"):
+        kinds = {v["type"] for v in services[service].get("volumes", [])}
+        assert kinds <= {"volume"}, (service, services[service].get("volumes"))
+    assert [v["source"] for v in services["postgres"]["volumes"]] == ["postgres_data"]
+    targets = {c["target"]: c["source"] for c in services["postgres"]["configs"]}
+    init = ROOT / "docker" / "init-scripts"
+    for script in sorted(init.iterdir()):
+        source = targets[f"/docker-entrypoint-initdb.d/{script.name}"]
+        # Byte for byte, each $ escaped once: `config` prints the model in Compose's own
+        # syntax, where $$ is one $ (the compose suite reads the file inside the container).
+        assert config["configs"][source]["content"] == script.read_text().replace("$", "$$")
+    assert any("$" in p.read_text() for p in init.iterdir()), "no $ to prove the escaping on"
+    redis_conf = {c["target"]: c["source"] for c in services["redis"]["configs"]}
+    source = redis_conf["/usr/local/etc/redis/redis.conf"]
+    assert config["configs"][source]["content"] == (ROOT / "docker/redis/redis.conf").read_text()

@@ -143,7 +143,7 @@ def check_ports(report: Report, settings: Settings, backend: Backend) -> None:
             report.add("Ports", f"{service} {port}", "pass", "free")
             continue
         owners = net.listeners(port)
-        ours = _ours(service, states, owners, backend, port)
+        ours = _ours(service, states, owners, backend, port, settings)
         if ours:
             report.add("Ports", f"{service} {port}", "pass", f"held by this stack's {ours}")
             continue
@@ -188,10 +188,17 @@ def _ours(
     owners: list[net.Listener],
     backend: Backend,
     port: int,
+    settings: Settings,
 ) -> str:
     state = states.get(service)
     if state is None or not state.running:
         return ""
+    if backend.name == "compose":
+        from scripts.backends import compose_forward
+
+        forwarding = compose_forward.current(settings)
+        if forwarding is not None and any(o.pid == forwarding.pid for o in owners):
+            return f"ssh forwarding (pid {forwarding.pid}) to container {state.detail}"
     if backend.name == "native":
         ours = procs.family(state.pid) if state.pid else set()
         return f"{service} (pid {state.pid})" if any(o.pid in ours for o in owners) else ""

@@ -253,5 +253,7 @@ def test_an_engine_that_does_not_answer_names_inv_setup(running: Settings, inv: 
     result = inv("status", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
     assert result.returncode == 1
     message = result.stderr.strip().splitlines()[-1]
-    assert "No Docker engine answers on unix:///nonexistent/docker.sock" in message, message
+    assert "No Docker engine answers at DOCKER_HOST=unix:///nonexistent/docker.sock" in message, (
+        message
+    )
     assert "`inv setup`" in message and "Traceback" not in result.stderr

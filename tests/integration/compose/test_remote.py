@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ import psycopg
 import pytest
 import redis
 
+from scripts.backends.compose import this_machine
 from scripts.infra.net import listeners
 from scripts.settings import load
 from tests.integration.helpers import ROOT
@@ -203,13 +205,19 @@ def test_the_full_lifecycle_on_an_ssh_engine_through_the_forwarding(
             seen[service] = engine_port
         owners = {listener.name for listener in listeners(stack.ports[0])}
         assert owners == {"ssh"}, owners
+        # Nothing of this machine's filesystem is mounted: an engine on another host would
+        # find none of it. The init scripts and redis.conf arrived as Compose configs.
+        for service in ("db", "redis"):
+            mounts = stack.docker("inspect", "--format", "{{range .Mounts}}{{.Type}} {{end}}",
+                                  f"{stack.project}_{service}").split()  # fmt: skip
+            assert mounts == ["volume"], (service, mounts)
+        for script in sorted((ROOT / "docker" / "init-scripts").iterdir()):
+            inside = stack.docker("exec", f"{stack.project}_db", "cat",
+                                  f"/docker-entrypoint-initdb.d/{script.name}")  # fmt: skip
+            assert inside == script.read_text(), script.name  # $ signs and all
 
     status = _lifecycle(stack, f"DOCKER_HOST={sshd.host}", look)
     assert set(seen) == {"db", "redis"}, "the stack was never looked at while it ran"
-    services = status["services"]
-    assert isinstance(services, list)
-    details = " ".join(str(s["detail"]) for s in services)
-    assert "ssh forwarding pid" in details, details
     listed = status["notes"]
     assert isinstance(listed, list)
     notes = " ".join(str(n) for n in listed)
@@ -285,5 +293,59 @@ def test_no_compose_for_the_docker_cli(tmp_path: Path, tls: TlsEndpoint) -> None
         assert "run `inv setup`" in said, said
     finally:
         stack.engine_env = tls.env()
+        reset = stack.inv("reset", "--yes", "--no-backup")
+        assert reset.returncode == 0, reset.stdout + reset.stderr
+
+
+def test_the_forwarding_after_a_kill_and_on_a_shared_engine(
+    tmp_path: Path, sshd: SshEndpoint
+) -> None:
+    """kill -9 of the forwarding: status says so, up-core carries the ports again, the data is
+    there. Then another developer's machine claims the project on the shared engine (its
+    marker, as that machine's `inv` writes it: a second machine cannot run here): every task
+    that would change the stack refuses, naming that machine, and nothing is changed."""
+    stack = RemoteStack(tmp_path, sshd.env(os.environ))
+    try:
+        stack.ok("init", "--yes")
+        _round_trip(stack)
+        forwarding = json.loads((tmp_path / "state" / "ssh-forward.json").read_text())
+        os.kill(int(forwarding["pid"]), signal.SIGKILL)
+        notes = json.loads(stack.inv("status", "--json").stdout)["notes"]
+        assert any("no SSH forwarding carries their ports here" in n for n in notes), notes
+        stack.ok("up-core")
+        assert _words(stack) == ["kept"]
+
+        marker = f"{stack.project}_checkout"
+        labels = json.loads(stack.docker("volume", "inspect", "--format", "{{json .Labels}}",
+                                         marker))  # fmt: skip
+        assert labels["org.ai-marketplace.checkout"] == str(ROOT)
+        stack.docker("volume", "rm", marker)
+        stack.docker(
+            "volume",
+            "create",
+            "--label",
+            f"org.ai-marketplace.checkout={ROOT}",
+            "--label",
+            "org.ai-marketplace.machine=bob-laptop/0123456789ab",
+            marker,
+        )
+        for task in (("down",), ("reset", "--yes", "--no-backup"), ("db.restore", "x", "--yes")):
+            said = _fails(stack, *task)
+            assert "belongs to a checkout on bob-laptop" in said, (task, said)
+            assert "COMPOSE_PROJECT_NAME" in said
+        assert _words(stack) == ["kept"]  # nothing was changed
+        problems = json.loads(stack.inv("status", "--json").stdout)["problems"]
+        assert any("bob-laptop" in p for p in problems), problems
+        stack.docker("volume", "rm", marker)
+        stack.docker(
+            "volume",
+            "create",
+            "--label",
+            f"org.ai-marketplace.checkout={ROOT}",
+            "--label",
+            f"org.ai-marketplace.machine={this_machine()}",
+            marker,
+        )
+    finally:
         reset = stack.inv("reset", "--yes", "--no-backup")
         assert reset.returncode == 0, reset.stdout + reset.stderr
