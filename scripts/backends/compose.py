@@ -275,6 +275,17 @@ class ComposeBackend:
         return {str(row.get("Service")) for row in self._ps() if row.get("State") == "running"}
 
     def start(self, services: Sequence[str]) -> list[str]:
+        point = self.endpoint()
+        if point.scheme == "tcp" and point.remote:
+            from scripts.infra.engine import is_loopback
+
+            if is_loopback(self.settings.bind_address):
+                raise StackError(
+                    f"{point.named()} would publish the ports on the loopback of "
+                    f"{point.hostname}, which this machine cannot reach: use an ssh:// engine "
+                    "(the tasks forward the ports), or set BIND_ADDRESS to an address of that "
+                    "host. Nothing was started."
+                )
         rows = self._ps()  # once
         running = {str(row.get("Service")) for row in rows if row.get("State") == "running"}
         wanted = [s for s in SERVICES if s in services and s not in running]

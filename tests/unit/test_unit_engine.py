@@ -132,3 +132,19 @@ def test_validate_on_a_remote_tcp_engine(
     report = Report()
     host._engine_reach(report, exposed)
     assert _engine_check(report)[0] == "pass"
+
+
+def test_a_start_on_a_remote_tcp_engine_with_loopback_ports_is_refused_first(
+    tmp_path: Path, docker_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing is asked of the engine (192.0.2.7 is a documentation address: nothing
+    answers there): the sentence comes before any start."""
+    from scripts.backends.compose import ComposeBackend
+
+    monkeypatch.setenv("DOCKER_HOST", "tcp://192.0.2.7:2376")
+    backend = ComposeBackend(generated_settings(tmp_path, backend="compose"))
+    with pytest.raises(StackError) as raised:
+        backend.start(["postgres", "redis"])
+    said = raised.value.message
+    assert said.startswith("DOCKER_HOST=tcp://192.0.2.7:2376 would publish the ports on the ")
+    assert "use an ssh:// engine" in said and said.endswith("Nothing was started.")

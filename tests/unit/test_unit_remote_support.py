@@ -1,10 +1,10 @@
-"""tests/support/remote.py: the certificates, the endpoint file and the sshd of the remote-engine
-tests (the daemon restart itself is exercised by the compose suite only)."""
+"""tests/support/remote.py: the certificates and the endpoint file of the remote-engine tests
+(the daemon restart and the SSH server are exercised by the compose suite, which installs
+openssh-server: tests/integration/compose/test_remote.py)."""
 
 from __future__ import annotations
 
 import json
-import os
 import stat
 from pathlib import Path
 
@@ -14,13 +14,11 @@ from scripts.errors import StackError
 from scripts.infra import run
 from scripts.infra.docker import EngineReport
 from tests.support.remote import (
-    SSHD,
     TLS_ENV,
     SshEndpoint,
     TlsEndpoint,
     load_tls_endpoint,
     make_certificates,
-    ssh_server,
     tls_engine,
 )
 
@@ -114,25 +112,3 @@ def test_ssh_endpoint_env_puts_its_ssh_first() -> None:
         "DOCKER_HOST": "ssh://root@127.0.0.1:2222",
         "PATH": "/w/bin:/usr/bin:/bin",
     }
-
-
-@pytest.mark.skipif(
-    not SSHD.exists() or os.geteuid() != 0, reason="needs root and Debian's openssh-server"
-)
-def test_ssh_server_lets_key_a_in_and_gives_key_b_no_docker(tmp_path: Path) -> None:
-    with ssh_server(tmp_path / "ssh") as endpoint:
-        env = {**os.environ, **endpoint.env(os.environ)}
-        base = ["ssh", "-o", "ConnectTimeout=10", "-T", "-p", str(endpoint.port), "--"]
-
-        normal = run.run([*base, "root@127.0.0.1", "echo", "in"], env=env, timeout=30)
-        assert normal.ok, normal.stderr
-        assert normal.stdout.strip().splitlines()[-1] == "in"
-
-        no_docker = run.run([*base, "root@localhost", "docker", "version"], env=env, timeout=30)
-        assert no_docker.returncode == run.NOT_FOUND
-        assert "docker: command not found" in no_docker.stderr
-
-        for key in ("host_key", "key_a", "key_b"):
-            assert mode(tmp_path / "ssh" / key) == 0o600
-        pid = int((tmp_path / "ssh" / "sshd.pid").read_text())
-    assert not Path(f"/proc/{pid}").exists()

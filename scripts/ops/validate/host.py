@@ -82,7 +82,8 @@ def _engine_reach(report: Report, settings: Settings) -> None:
         report.add(area, name, "warn",
                    f"BIND_ADDRESS={settings.bind_address} publishes PostgreSQL, Redis and "
                    f"Adminer on {point.hostname} ({point.named()}) beyond its loopback: anyone "
-                   "who reaches that host reaches the database",
+                   "who reaches that host reaches the database, and Redis's password crosses "
+                   "the network in clear text",
                    "prefer an ssh:// engine, whose forwarding keeps every port on loopback, or "
                    "firewall those ports")  # fmt: skip
 

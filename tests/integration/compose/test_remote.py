@@ -25,6 +25,7 @@ import pytest
 import redis
 
 from scripts.backends.compose import this_machine
+from scripts.infra import procs, run
 from scripts.infra.net import listeners
 from scripts.settings import load
 from tests.integration.helpers import ROOT
@@ -349,3 +350,21 @@ def test_the_forwarding_after_a_kill_and_on_a_shared_engine(
     finally:
         reset = stack.inv("reset", "--yes", "--no-backup")
         assert reset.returncode == 0, reset.stdout + reset.stderr
+
+
+def test_the_ssh_server_of_these_tests_is_what_they_say(tmp_path: Path) -> None:
+    """Key A reaches a shell with docker, key B one without; keys are private; the server
+    stops with its block."""
+    with ssh_server(tmp_path / "ssh") as endpoint:
+        env = {**os.environ, **endpoint.env(os.environ)}
+        base = ["ssh", "-o", "ConnectTimeout=10", "-T", "-p", str(endpoint.port), "--"]
+        normal = run.run([*base, "root@127.0.0.1", "docker", "version"], env=env, timeout=30)
+        assert normal.ok, normal.stderr
+        no_docker = run.run([*base, "root@localhost", "docker", "version"], env=env, timeout=30)
+        assert no_docker.returncode == run.NOT_FOUND
+        assert "docker: command not found" in no_docker.stderr
+        for key in ("host_key", "key_a", "key_b"):
+            assert (tmp_path / "ssh" / key).stat().st_mode & 0o077 == 0
+        pid = int((tmp_path / "ssh" / "sshd.pid").read_text())
+        assert procs.alive(pid)
+    assert not procs.alive(pid)
