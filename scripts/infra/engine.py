@@ -230,7 +230,22 @@ def client(
     return _client(point, timeout)
 
 
+def _sdk() -> None:
+    """The Docker SDK, or one sentence: without it, `import docker` finds this repository's
+    docker/ folder (a namespace package) and fails later, somewhere less clear."""
+    try:
+        import docker.constants  # noqa: F401 - the import is the check
+    except ImportError:
+        import sys
+
+        raise StackError(
+            f"The Docker SDK for Python (the docker package) is not installed for {sys.executable}:"
+            " run `uv sync` in the checkout (or `inv setup`), which installs the pinned version."
+        ) from None
+
+
 def _client(point: Endpoint, timeout: float) -> docker.APIClient:
+    _sdk()
     import docker
     import docker.constants
     import docker.utils
@@ -336,14 +351,12 @@ def engine_version(
         point = endpoint(environ)
         if point.scheme == "ssh":
             _checked_ssh(point)
-        with contextlib.closing(_client(point, timeout)) as engine:
+        with contextlib.closing(Guarded(_client(point, timeout), point)) as engine:
             return str(engine.version(api_version=False).get("Version", "unknown"))
     except StackError as error:
         if error.message.startswith("No Docker engine answers"):
             return None
         raise
-    except Exception:  # the SDK raises requests' errors and its own alike
-        return None
 
 
 def resolve_ip(host: str) -> str:
