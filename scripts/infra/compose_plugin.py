@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from scripts.errors import StackError
+from scripts.files import fsync_dir
 from scripts.infra import run
 
 PLUGIN = "docker-compose"
@@ -225,20 +226,12 @@ def _copy(source: Path, target: Path) -> None:
             with contextlib.suppress(OSError):
                 temporary.unlink()
             raise
-        _fsync_dir(directory)
+        fsync_dir(directory)
     except OSError as error:
         raise StackError(
             f"Cannot write Compose into {shown(directory)} ({error.strerror}): set "
             "XDG_DATA_HOME to a writable directory and try again."
         ) from None
-
-
-def _fsync_dir(directory: Path) -> None:
-    handle = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
 
 
 def _stored_compose(python: str) -> Path:

@@ -320,16 +320,7 @@ def test_the_forwarding_after_a_kill_and_on_a_shared_engine(
         labels = json.loads(stack.docker("volume", "inspect", "--format", "{{json .Labels}}",
                                          marker))  # fmt: skip
         assert labels["org.ai-marketplace.checkout"] == str(ROOT)
-        stack.docker("volume", "rm", marker)
-        stack.docker(
-            "volume",
-            "create",
-            "--label",
-            f"org.ai-marketplace.checkout={ROOT}",
-            "--label",
-            "org.ai-marketplace.machine=bob-laptop/0123456789ab",
-            marker,
-        )
+        _mark(stack, marker, "bob-laptop/0123456789ab")
         for task in (("down",), ("reset", "--yes", "--no-backup"), ("db.restore", "x", "--yes")):
             said = _fails(stack, *task)
             assert "belongs to a checkout on bob-laptop" in said, (task, said)
@@ -337,16 +328,7 @@ def test_the_forwarding_after_a_kill_and_on_a_shared_engine(
         assert _words(stack) == ["kept"]  # nothing was changed
         problems = json.loads(stack.inv("status", "--json").stdout)["problems"]
         assert any("bob-laptop" in p for p in problems), problems
-        stack.docker("volume", "rm", marker)
-        stack.docker(
-            "volume",
-            "create",
-            "--label",
-            f"org.ai-marketplace.checkout={ROOT}",
-            "--label",
-            f"org.ai-marketplace.machine={this_machine()}",
-            marker,
-        )
+        _mark(stack, marker, this_machine())
     finally:
         reset = stack.inv("reset", "--yes", "--no-backup")
         assert reset.returncode == 0, reset.stdout + reset.stderr
@@ -368,3 +350,10 @@ def test_the_ssh_server_of_these_tests_is_what_they_say(tmp_path: Path) -> None:
         pid = int((tmp_path / "ssh" / "sshd.pid").read_text())
         assert procs.alive(pid)
     assert not procs.alive(pid)
+
+
+def _mark(stack: RemoteStack, marker: str, machine: str) -> None:
+    """The project's marker volume as the `inv` of `machine` writes it."""
+    stack.docker("volume", "rm", marker)
+    stack.docker("volume", "create", "--label", f"org.ai-marketplace.checkout={ROOT}",
+                 "--label", f"org.ai-marketplace.machine={machine}", marker)  # fmt: skip
