@@ -182,10 +182,11 @@ class ComposeBackend:
         return self._marker_labels().get(OWNER_LABEL) or None
 
     def _marker_labels(self) -> dict[str, str]:
+        api = self._api()  # first: it imports the SDK as the engine needs it
         from docker.errors import NotFound
 
         try:
-            labels = self._api().inspect_volume(self._marker()).get("Labels") or {}
+            labels = api.inspect_volume(self._marker()).get("Labels") or {}
         except NotFound:
             return {}
         return {str(k): str(v) for k, v in labels.items()}
@@ -255,9 +256,9 @@ class ComposeBackend:
 
     def _remove(self, kind: str, name: str) -> bool:
         """Remove a container (forced), volume or network of the project; False if it stays."""
+        api = self._api()  # first: it imports the SDK as the engine needs it
         from docker.errors import NotFound
 
-        api = self._api()
         try:
             if kind == "container":
                 api.remove_container(name, force=True)
