@@ -175,11 +175,25 @@ class ComposeBackend:
         working dir Compose records on the project's containers, else the one this stack
         records on its marker volume (volumes outlive containers, and Compose records none
         on them)."""
+        return self._owner_labels(with_machine=False)[0]
+
+    def _owner_labels(self, *, with_machine: bool) -> tuple[str | None, str | None]:
+        """The owner's directory (as `owner`) and, when asked for, the machine the marker
+        records: the marker is read at most once."""
+        marker: dict[str, str] | None = None
+        directory = None
         for row in self._containers():
-            found = (row.get("Labels") or {}).get(WORKING_DIR)
-            if found:
-                return str(found)
-        return self._marker_labels().get(OWNER_LABEL) or None
+            if found := (row.get("Labels") or {}).get(WORKING_DIR):
+                directory = str(found)
+                break
+        else:
+            marker = self._marker_labels()
+            directory = marker.get(OWNER_LABEL) or None
+        if not with_machine or directory is None:
+            return directory, None
+        if marker is None:
+            marker = self._marker_labels()
+        return directory, marker.get(OWNER_MACHINE_LABEL)
 
     def _marker_labels(self) -> dict[str, str]:
         api = self._api()  # first: it imports the SDK as the engine needs it
@@ -202,16 +216,17 @@ class ComposeBackend:
     def ownership_problem(self) -> str | None:
         """One sentence when another checkout owns this project (None when this one does, none
         does, or the one that did is gone from disk)."""
-        owner = self.owner()
+        remote = self.endpoint().remote
+        owner, machine = self._owner_labels(with_machine=remote)
         here = str(self.settings.root)
         if owner is None:
             return None
-        if self.endpoint().remote:
+        if remote:
             # A shared engine: the path is another machine's as likely as this one's.
-            machine = self._marker_labels().get(OWNER_MACHINE_LABEL)
-            if machine in (None, this_machine()) and owner == here:
+            ours = this_machine()
+            if machine in (None, ours) and owner == here:
                 return None
-            if machine == this_machine() and not Path(owner).is_dir():
+            if machine == ours and not Path(owner).is_dir():
                 return None  # a checkout of this machine that was deleted
             where = f"a checkout on {machine.split('/')[0]}" if machine else "another checkout"
             return (
