@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from scripts import names
 from scripts.errors import StackError
 from scripts.infra import crashpoints
-from scripts.ops import swap
+from scripts.ops import journals, swap
 
 if TYPE_CHECKING:
     import psycopg
@@ -45,7 +45,7 @@ class Journal:
 
 
 def journal_path(settings: Settings) -> Path:
-    return settings.state_dir / "copy.journal"
+    return journals.copy(settings)
 
 
 def _write_journal(settings: Settings, journal: Journal) -> None:
@@ -60,7 +60,7 @@ def _clear_journal(settings: Settings) -> None:
 
 
 def pending(settings: Settings) -> bool:
-    return journal_path(settings).exists()
+    return journals.copy(settings).exists()
 
 
 def temporary_name(settings: Settings) -> str:

@@ -76,10 +76,12 @@ def on_engine_host(settings: Settings) -> Settings:
 def recover_restore(settings: Settings) -> None:
     """Finish or undo a restore a crash interrupted, before anything else: the journal says
     where it stopped. Without a running server, `inv up-core` does it."""
+    from scripts.ops import journals
+
+    if not journals.pending(settings):
+        return
     from scripts.ops import copies, swap
 
-    if not (swap.journal_pending(settings) or copies.pending(settings)):
-        return
     try:
         notes = swap.recover(settings) if swap.journal_pending(settings) else []
         notes += copies.recover(settings)

@@ -16,7 +16,7 @@ from scripts.backends.base import CORE, SERVICES, Backend, ServiceState
 from scripts.errors import StackError
 from scripts.infra import lock, probes
 from scripts.infra.probes import ProbeResult
-from scripts.ops import backup_files, copies, roles, swap
+from scripts.ops import journals
 from scripts.settings import Settings
 
 
@@ -69,10 +69,14 @@ def _up(settings: Settings, backend: Backend, services: Sequence[str]) -> UpRepo
         if refused:
             results.update(_wait(settings, backend, refused))
         if "postgres" in services and _restore_to_recover(settings, results["postgres"]):
+            from scripts.ops import copies, swap
+
             notes += swap.recover(settings)  # a killed restore's swap, before anything else
             notes += copies.recover(settings)  # a killed snapshot's or rollback's copy
             results.update(_wait(settings, backend, ["postgres"]))
         if "postgres" in services and results["postgres"].ok:
+            from scripts.ops import roles
+
             notes += roles.ensure(settings, backend)
     except StackError as exc:
         raise StackError(f"{exc.message.rstrip('.')}.{_undo(backend, started)}") from None
@@ -100,8 +104,7 @@ def _restore_to_recover(settings: Settings, postgres: ProbeResult) -> bool:
     """A journaled restore, snapshot or rollback to finish, or the live database missing (a
     set-aside copy of it may be all that is left)."""
     missing = postgres.sqlstate == "3D000"  # invalid_catalog_name: no such database
-    journaled = swap.journal_pending(settings) or copies.pending(settings)
-    return journaled or (missing and not postgres.auth_failed)
+    return journals.pending(settings) or (missing and not postgres.auth_failed)
 
 
 def _wait(settings: Settings, backend: Backend, services: Sequence[str]) -> dict[str, ProbeResult]:
@@ -155,7 +158,7 @@ def reset(
     Returns the safety backup (None when there was no database or none was wanted) and
     what was deleted.
     """
-    from scripts.ops import backup_files, backups
+    from scripts.ops import backup_files, backups, swap
 
     with locked(settings):
         saved = None
@@ -163,7 +166,10 @@ def reset(
             try:
                 _up(settings, backend, ("postgres",))
                 saved = backups.dump(
-                    settings, backend, name=f"before-reset-{backup_files.timestamp()}"
+                    settings,
+                    backend,
+                    name=f"before-reset-{backup_files.timestamp()}",
+                    numbered=True,
                 ).path
             except StackError as exc:
                 copies = [n for n in swap.leftovers(settings) if swap.ASIDE_MARK in n]
@@ -187,6 +193,7 @@ def down(settings: Settings, backend: Backend) -> list[str]:
 
 def clean(settings: Settings, backend: Backend) -> list[str]:
     """Stop everything, remove the backend's leftovers and abandoned partial backups."""
+    from scripts.ops import backup_files, copies, swap
 
     with locked(settings):
         leftovers: list[str] = []

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from scripts.errors import StackError
 from scripts.infra import crashpoints, wait
+from scripts.ops import journals
 
 if TYPE_CHECKING:
     import psycopg
@@ -42,7 +43,7 @@ class Journal:
 
 
 def journal_path(settings: Settings) -> Path:
-    return settings.state_dir / "restore.journal"
+    return journals.restore(settings)
 
 
 def write_journal(settings: Settings, journal: Journal) -> None:
@@ -270,7 +271,7 @@ def remove_leftovers(settings: Settings) -> list[str]:
 
 
 def journal_pending(settings: Settings) -> bool:
-    return journal_path(settings).exists()
+    return journals.restore(settings).exists()
 
 
 def stamp(*, fine: bool = False) -> str:
