@@ -145,21 +145,24 @@ def dump(
     name: str | None = None,
     jobs: int = 1,
     progress: Progress | None = None,
+    numbered: bool = False,
 ) -> BackupResult:
-    """`create`, for a use case that holds the stack's lock already (reset, restore)."""
+    """`create`, for a use case that holds the stack's lock already (reset, restore).
+    `numbered`: `name` is the stack's own (a safety backup's), numbered like a default name
+    when taken instead of refused as a user's would be."""
     if jobs < 1:
         raise UsageError(f"--jobs {jobs} is not a number of parallel jobs: use 1 or more.")
     if jobs > 1 and fmt != "directory":
         raise UsageError("--jobs needs --format directory (pg_dump writes in parallel only there).")
     return _create(
-        settings, backend, fmt=fmt, final=_final_path(settings, fmt, name), jobs=jobs,
-        progress=progress,
+        settings, backend, fmt=fmt, final=_final_path(settings, fmt, name, numbered=numbered),
+        jobs=jobs, progress=progress,
     )  # fmt: skip
 
 
-def _final_path(settings: Settings, fmt: str, name: str | None) -> Path:
+def _final_path(settings: Settings, fmt: str, name: str | None, *, numbered: bool) -> Path:
     final = settings.backup_dir / _name(settings, fmt, name)
-    if final.exists() and name is not None:
+    if final.exists() and name is not None and not numbered:
         raise StackError(f"{display_path(final)} exists already: choose another --name.")
     stem = final.name.removesuffix(FORMATS[fmt])
     for number in range(2, 100):  # two backups within one second get -2, -3, ...

@@ -80,7 +80,7 @@ def restore(
         saved = None
         if replacing and safety_backup:
             saved = backups.dump(
-                settings, backend, name=f"before-restore-{backup_files.timestamp()}"
+                settings, backend, name=f"before-restore-{backup_files.timestamp()}", numbered=True
             ).path
         with swap.admin(settings) as admin:
             if replacing:

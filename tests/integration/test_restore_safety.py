@@ -111,6 +111,41 @@ def changed(
 
 
 @pytest.mark.destructive
+def test_two_restores_within_a_second_keep_both_safety_backups(
+    stack: Settings,
+    inv: Inv,
+    backups: dict[str, str],
+    changed: tuple[Path, dict[str, str], dict[str, str]],
+) -> None:
+    """A restore's safety backup takes the next free name when one of this second is there
+    (restoring the safety backup just made, say), never refusing the restore."""
+    import datetime as dt
+
+    backup, restored_state, before_state = changed
+    folder = Path(backups["BACKUP_DIR"])
+    now = dt.datetime.now(dt.UTC)
+    taken = {
+        folder / f"before-restore-{(now + dt.timedelta(seconds=s)):%Y%m%d-%H%M%S}.dump": os.urandom(
+            8
+        )
+        for s in range(-1, 30)
+    }
+    for path, content in taken.items():
+        path.write_bytes(content)
+
+    done = _ok(inv("db.restore", str(backup), "--yes", env=backups))
+    assert _live(stack) == restored_state
+    assert all(path.read_bytes() == content for path, content in taken.items())
+    saved = [p for p in folder.glob("before-restore-*-2.dump") if p not in taken]
+    assert len(saved) == 1, sorted(p.name for p in folder.iterdir())
+    assert saved[0].name in done.stdout
+    with psycopg.connect(_admin(stack), autocommit=True) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    _ok(inv("db.restore", str(saved[0]), "--yes", "--no-backup", env=backups))
+    assert _live(stack) == before_state
+
+
+@pytest.mark.destructive
 @pytest.mark.parametrize("point", CRASH_POINTS)
 def test_a_kill_at_any_step_of_a_restore_leaves_the_old_database_or_the_new(
     stack: Settings,
