@@ -354,10 +354,15 @@ def probe_redis(host: str, port: int, password: str, timeout: float = 2.0) -> Pr
 
 
 def probe_http(host: str, port: int, path: str = "/", timeout: float = 2.0) -> ProbeResult:
-    import http.client
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        return unreachable(exc, host, port)
+    import http.client  # once something listens: 2 ms of every `inv health` without Adminer
 
     try:
         connection = http.client.HTTPConnection(host, port, timeout=timeout)
+        connection.sock = sock
         try:
             connection.request("GET", path)
             response = connection.getresponse()

@@ -8,6 +8,7 @@ image run once, on first initialisation, against a server only a private socket 
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -15,18 +16,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from scripts.backends.base import SERVICES, ServiceState
-from scripts.backends.native.adminer import Adminer
 from scripts.backends.native.layout import RELOCATED_ROOT, Layout, disk_usage
-from scripts.backends.native.logfiles import LogFile
 from scripts.backends.native.postgres import INIT_SCRIPTS, Postgres
 from scripts.backends.native.redis import REDIS_CONF, Redis
 from scripts.console import display_path
 from scripts.errors import StackError
-from scripts.infra import net, prerequisites, procs, run
+from scripts.infra import procs, run
 from scripts.infra.procs import RunAs
 from scripts.infra.wait import concurrently
 
 if TYPE_CHECKING:
+    from scripts.backends.native.adminer import Adminer
+    from scripts.backends.native.logfiles import LogFile
     from scripts.settings import Settings
 
 __all__ = ["INIT_SCRIPTS", "REDIS_CONF", "RELOCATED_ROOT", "NativeBackend"]
@@ -49,10 +50,16 @@ class NativeBackend:
         )
         self.postgres = Postgres(settings, self.layout)
         self.redis = Redis(settings, self.layout)
-        self.adminer = Adminer(settings, self.layout)
         self._spawned: dict[str, run.Process] = {}
         self._started_at: dict[str, float] = {}
         self._log_offset = 0  # postgres's log size when this command started it
+
+    @functools.cached_property
+    def adminer(self) -> Adminer:
+        """Imported when a task needs it (`inv health` and `inv down` of the core do not)."""
+        from scripts.backends.native.adminer import Adminer
+
+        return Adminer(self.settings, self.layout)
 
     @property
     def pg_data(self) -> Path:
@@ -104,6 +111,8 @@ class NativeBackend:
         wanted = [s for s in SERVICES if s in services and self._pid(s) is None]
         if not wanted:
             return []
+        from scripts.infra import net
+
         self._check_tools(wanted)
         net.ensure_free(self.settings, wanted)
         if self._pid("postgres") is None and self._pid("redis") is None:
@@ -136,6 +145,8 @@ class NativeBackend:
         """Only that the programs exist: cheap enough for every start (versions are checked
         by `inv setup` and `inv validate`)."""
         import shutil
+
+        from scripts.infra import prerequisites
 
         needed = {
             "postgres": [("PostgreSQL 15 server", prerequisites.postgres_bindir() is not None)],
@@ -240,6 +251,8 @@ class NativeBackend:
     # --- clients ----------------------------------------------------------------------------
 
     def log_source(self, service: str, *, follow: bool) -> LogFile:
+        from scripts.backends.native.logfiles import LogFile
+
         return LogFile(self.log_file(service), service)
 
     def pg_command(

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from scripts.backends.native.layout import Layout
 from scripts.console import display_path
 from scripts.errors import StackError
-from scripts.infra import crashpoints, prerequisites, procs, run, wait
+from scripts.infra import crashpoints, procs, run, wait
 
 if TYPE_CHECKING:
     from scripts.settings import Settings
@@ -57,6 +57,8 @@ class Postgres:
         return self.data.with_name(self.data.name + ".initialising")
 
     def bindir(self) -> Path:
+        from scripts.infra import prerequisites
+
         bindir = prerequisites.postgres_bindir()
         if bindir is None:
             raise StackError(
@@ -231,6 +233,8 @@ class Postgres:
         shutil.rmtree(work, ignore_errors=True)
 
     def _initdb(self, work: Path, pwfile: Path) -> None:
+        from scripts.infra import prerequisites
+
         s = self.settings
         result = run.run(
             [
