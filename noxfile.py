@@ -150,6 +150,7 @@ def _stop_engine_unless_used(session: nox.Session, engine: EngineReport) -> None
     from tests.support.engine import containers_on_engine, stop_engine
 
     if not engine.started:
+        session.log("Leaving the Docker engine running: it ran before this session.")
         return
     others = containers_on_engine()
     if others:

@@ -107,9 +107,11 @@ def tls_engine(
     """The project's dockerd with a TLS listener on 127.0.0.1, after ensure_engine's `report`.
 
     A daemon that has the listener already (its endpoint file in `directory` names its pid)
-    is reused. Otherwise the project's own daemon is restarted with the listener, and the
-    report returned says it was started here, so the session stops it again afterwards.
-    Containers with a restart policy (the stack's) come back with the daemon.
+    is reused. Otherwise the project's own daemon is restarted with the listener; the report
+    returned keeps `started` as ensure_engine said, so a session stops the daemon afterwards
+    only when it started it, and a developer's running engine stays running (with the
+    listener, which the next run reuses). Containers with a restart policy (the stack's) come
+    back with the daemon.
     """
     endpoint_file = directory / "endpoint.json"
     running = _running_dockerd(pid_file)
@@ -174,7 +176,6 @@ def tls_engine(
     restarted = dataclasses.replace(
         report,
         version=version,
-        started=True,
         how="dockerd",
         pid=process.pid,
         log_file=log,
