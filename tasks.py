@@ -1,7 +1,8 @@
 """Tasks for the AI Marketplace local stack (PostgreSQL 15, Redis 7, Adminer).
 
-Each task parses its arguments, calls one function of scripts.ops.commands, and shows what
-it returns with scripts.views. A StackError (something the user can fix) ends the task with
+Each task parses its arguments, calls one function of scripts.ops.commands (the stack's
+tasks) or scripts.ops.db_commands (the data's), and shows what it returns with
+scripts.views. A StackError (something the user can fix) ends the task with
 its one-line message and exit code 1; a usage error (a mistyped task or option, a bad value:
 scripts/cli.py) with exit code 2.
 """
@@ -306,9 +307,9 @@ def redis_cli(c: Context, command: str | None = None) -> None:
 def db_backup(c: Context, format: str = "custom", name: str | None = None, jobs: int = 1) -> None:
     """Back up the database: snapshot, checksum, manifest."""
     from scripts import views
-    from scripts.ops import commands
+    from scripts.ops import db_commands
 
-    views.backed_up(commands.backup(format, name, jobs))
+    views.backed_up(db_commands.backup(format, name, jobs))
 
 
 @task(name="backups")
@@ -316,9 +317,9 @@ def db_backup(c: Context, format: str = "custom", name: str | None = None, jobs:
 def db_backups(c: Context) -> None:
     """List backups: name, format, size, age, checksum verified."""
     from scripts import views
-    from scripts.ops import commands
+    from scripts.ops import db_commands
 
-    views.backups(*commands.list_backups())
+    views.backups(*db_commands.list_backups())
 
 
 @task(
@@ -329,9 +330,9 @@ def db_backups(c: Context) -> None:
 def db_prune(c: Context, keep: int = -1, yes: bool = False) -> None:
     """Delete the oldest backups, keeping the newest --keep N."""
     from scripts import views
-    from scripts.ops import commands
+    from scripts.ops import db_commands
 
-    views.pruned(commands.prune(keep, yes=yes, ask=_ask), keep)
+    views.pruned(db_commands.prune(keep, yes=yes, ask=_ask), keep)
 
 
 @task(
@@ -360,9 +361,9 @@ def db_restore(
 ) -> None:
     """Restore a backup: checked, loaded aside, then swapped in."""
     from scripts import views
-    from scripts.ops import commands
+    from scripts.ops import db_commands
 
-    result = commands.restore(
+    result = db_commands.restore(
         file,
         into=into,
         jobs=jobs,
@@ -379,9 +380,9 @@ def db_restore(
 def redis_backup(c: Context) -> None:
     """Copy Redis's data at one point in time (BGSAVE)."""
     from scripts import views
-    from scripts.ops import commands
+    from scripts.ops import db_commands
 
-    views.redis_backed_up(commands.redis_backup())
+    views.redis_backed_up(db_commands.redis_backup())
 
 
 @task(
@@ -396,12 +397,12 @@ def redis_backup(c: Context) -> None:
 def db_migrate(c: Context, status: bool = False, check: bool = False) -> None:
     """Apply new SQL migrations, each once, in a transaction."""
     from scripts import views
-    from scripts.ops import commands
+    from scripts.ops import db_commands
 
     if not (status or check):
-        views.migrated(commands.migrate())
+        views.migrated(db_commands.migrate())
         return
-    rows = commands.migration_status()
+    rows = db_commands.migration_status()
     views.migrations(rows)
     if check and (bad := views.unmigrated(rows)):
         raise Exit(f"✘ {bad}", code=1)
@@ -411,9 +412,9 @@ def db_migrate(c: Context, status: bool = False, check: bool = False) -> None:
 @user_errors
 def db_migration(c: Context, name: str) -> None:
     """Create the next numbered migration file from a template."""
-    from scripts.ops import commands
+    from scripts.ops import db_commands
 
-    print(commands.new_migration(name))
+    print(db_commands.new_migration(name))
 
 
 @task(
@@ -428,9 +429,9 @@ def db_migration(c: Context, name: str) -> None:
 def db_seed(c: Context, scale: int = 0) -> None:
     """Re-apply the dev seed; --scale N adds load-test data."""
     from scripts import views
-    from scripts.ops import commands
+    from scripts.ops import db_commands
 
-    views.seeded(commands.seed(scale))
+    views.seeded(db_commands.seed(scale))
 
 
 @task(
@@ -445,9 +446,9 @@ def db_seed(c: Context, scale: int = 0) -> None:
 def db_diagram(c: Context, output: str | None = None, yes: bool = False) -> None:
     """Draw the live schema: ER diagram as SVG, PNG and Mermaid."""
     from scripts import views
-    from scripts.ops import commands
+    from scripts.ops import db_commands
 
-    views.drawn(commands.diagram(output, yes=yes), default_output=output is None)
+    views.drawn(db_commands.diagram(output, yes=yes), default_output=output is None)
 
 
 @task(
@@ -465,12 +466,12 @@ def db_snapshot(
 ) -> None:
     """Copy the database inside the server, to roll back to in seconds."""
     from scripts import views
-    from scripts.ops import commands
+    from scripts.ops import db_commands
 
     if delete is not None:
-        views.snapshot_deleted(commands.delete_snapshot(delete, also_named=name or ""))
+        views.snapshot_deleted(db_commands.delete_snapshot(delete, also_named=name or ""))
         return
-    views.snapshot_taken(commands.snapshot(name or None, with_redis=with_redis))
+    views.snapshot_taken(db_commands.snapshot(name or None, with_redis=with_redis))
 
 
 @task(name="snapshots", help={"json": "Print JSON for machines instead of a table."})
@@ -478,9 +479,9 @@ def db_snapshot(
 def db_snapshots(c: Context, json: bool = False) -> None:
     """List snapshots: name, branch, size, age, Redis copied."""
     from scripts import views
-    from scripts.ops import commands
+    from scripts.ops import db_commands
 
-    views.snapshots(*commands.list_snapshots(), as_json=json)
+    views.snapshots(*db_commands.list_snapshots(), as_json=json)
 
 
 @task(
@@ -495,9 +496,9 @@ def db_snapshots(c: Context, json: bool = False) -> None:
 def db_rollback(c: Context, name: str, with_redis: bool = False) -> None:
     """Make the database a snapshot's state again (the old one is kept as undo)."""
     from scripts import views
-    from scripts.ops import commands
+    from scripts.ops import db_commands
 
-    views.rolled_back(commands.rollback(name, with_redis=with_redis))
+    views.rolled_back(db_commands.rollback(name, with_redis=with_redis))
 
 
 @task(
@@ -508,9 +509,9 @@ def db_rollback(c: Context, name: str, with_redis: bool = False) -> None:
 def db_reset(c: Context, with_redis: bool = False) -> None:
     """Put the database back to right after `inv init`, in about a second."""
     from scripts import views
-    from scripts.ops import commands
+    from scripts.ops import db_commands
 
-    views.rolled_back(commands.db_reset(with_redis=with_redis))
+    views.rolled_back(db_commands.db_reset(with_redis=with_redis))
 
 
 @task(
@@ -543,9 +544,9 @@ def db_branch(
 ) -> None:
     """A database per branch of work: create, --list, --switch, --delete, --follow-git."""
     from scripts import views
-    from scripts.ops import commands
+    from scripts.ops import db_commands
 
-    outcome = commands.branch(
+    outcome = db_commands.branch(
         name or None,
         list_all=list,
         switch=switch,

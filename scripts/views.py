@@ -1,5 +1,5 @@
 """How each task's result is shown: lines, tables and JSON, in one place (tasks.py calls these
-with what scripts.ops.commands returns)."""
+with what scripts.ops.commands and db_commands return)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from scripts.infra.probes import ProbeResult
     from scripts.ops.backup_files import BackupInfo
     from scripts.ops.backups import BackupResult
-    from scripts.ops.commands import BranchOutcome, Cleaned, Opened, Seeded, Started, Status
+    from scripts.ops.commands import Cleaned, Opened, Started, Status
+    from scripts.ops.db_commands import BranchOutcome, Seeded
     from scripts.ops.diagram import Written
     from scripts.ops.migrations import Applied, MigrationStatus
     from scripts.ops.redis_backup import RedisBackup
