@@ -2,6 +2,8 @@
 
 The use cases take it where they start (scripts.ops); what they call runs under it and
 never takes it again. A second command waits, says so, and then sees the first one's result.
+`attempt` never waits: it tells whether a command is running now (crash recovery asks it,
+since a journal whose command still runs is not a crash's).
 """
 
 from __future__ import annotations
@@ -28,3 +30,25 @@ def held(state_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing the file releases the lock
+
+
+@contextlib.contextmanager
+def attempt(state_dir: Path) -> Iterator[bool]:
+    """The lock if nobody holds it (True, held until the block ends), else False at once."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(state_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def busy(state_dir: Path) -> bool:
+    """Whether a command holds the lock now (a look, not a wait)."""
+    with attempt(state_dir) as free:
+        return not free

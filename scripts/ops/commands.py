@@ -138,17 +138,24 @@ class Status:
 
 def status() -> Status:
     from scripts.backends.native.layout import orphans_problem
+    from scripts.infra import lock
     from scripts.ops import copies, stack, swap
 
     settings, backend = open_stack(READ, announce=False)
     rows = stack.status(settings, backend)
-    names = swap.server_names(settings)  # one query for both kinds of leftover
-    found = (
-        backend.ownership_problem(),
-        swap.leftovers_problem(settings, names),
-        copies.leftovers_problem(settings, names),
-        orphans_problem(),
-    )
+    if lock.busy(settings.state_dir):  # its temporary databases are no leftovers
+        changing = (
+            "Another command is changing this stack (a restore, snapshot, rollback or branch "
+            "copy, say): its temporary databases are its own; `inv status` again once it ends."
+        )
+        leftovers: tuple[str | None, ...] = (changing,)
+    else:
+        names = swap.server_names(settings)  # one query for both kinds of leftover
+        leftovers = (
+            swap.leftovers_problem(settings, names),
+            copies.leftovers_problem(settings, names),
+        )
+    found = (backend.ownership_problem(), *leftovers, orphans_problem())
     problems = [p for p in found if p]
     return Status(
         backend, rows, problems, settings.postgres_db, settings.postgres_branch, backend.notes()

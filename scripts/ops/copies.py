@@ -106,6 +106,14 @@ def owner(conn: psycopg.Connection[Any], database: str) -> str:
     return str(row[0])
 
 
+def _comment(conn: psycopg.Connection[Any], database: str) -> str | None:
+    row = conn.execute(
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+        [database],
+    ).fetchone()
+    return None if row is None or row[0] is None else str(row[0])
+
+
 def set_comment(conn: psycopg.Connection[Any], database: str, comment: str) -> None:
     from psycopg import sql
 
@@ -258,11 +266,16 @@ def _recover(conn: psycopg.Connection[Any], settings: Settings) -> list[str]:
         execute(conn, "ALTER DATABASE {} RENAME TO {}", journal.partial, journal.live)
         execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", journal.live)
         note = f"A rollback of {journal.live!r} was interrupted: the database is as it was."
-    else:
-        if journal.partial in present:
-            _keep(conn, journal)
+    elif journal.partial in present:
+        _keep(conn, journal)
         execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", journal.live)
         note = f"A rollback of {journal.live!r} was interrupted after its copy: it was finished."
+    else:
+        execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", journal.live)
+        if _comment(conn, journal.keep_as) == journal.keep_comment:  # killed after _keep
+            note = f"A rollback of {journal.live!r} was interrupted at its end: it was finished."
+        else:  # killed before the live database was set aside: nothing else changed
+            note = f"A rollback of {journal.live!r} was interrupted: the database is as it was."
     _clear_journal(settings)
     return [note]
 

@@ -74,12 +74,21 @@ def on_engine_host(settings: Settings) -> Settings:
 
 
 def recover_restore(settings: Settings) -> None:
-    """Finish or undo a restore a crash interrupted, before anything else: the journal says
-    where it stopped. Without a running server, `inv up-core` does it."""
+    """Finish or undo a restore, snapshot or rollback a crash interrupted, before anything
+    else: the journal says where it stopped. Only when no command holds the stack's lock: a
+    journal whose command still runs (a restore in another terminal) is that command's.
+    Without a running server, `inv up-core` does it."""
+    from scripts.infra import lock
     from scripts.ops import journals
 
     if not journals.pending(settings):
         return
+    with lock.attempt(settings.state_dir) as free:
+        if free:
+            _recover_journals(settings)
+
+
+def _recover_journals(settings: Settings) -> None:
     from scripts.ops import copies, swap
 
     try:

@@ -660,12 +660,14 @@ def test_a_rollback_killed_at_any_step_leaves_the_old_state_or_the_new_one(
         assert _md5s(_app_url()) == live_state
     else:
         assert markers == ["live state", "snapshot state"], output
+        assert "the database is as it was" in output  # and never "finished"
+        assert "finished" not in output
         assert _md5s(_app_url()) == live_state
     assert _partials(tidy) == set()
     assert f"{PREFIX}target" in _snapshots(inv)
 
 
-@pytest.mark.parametrize("point", ["rollback.set-aside", "rollback.copied"])
+@pytest.mark.parametrize("point", ["rollback.closed", "rollback.set-aside", "rollback.copied"])
 def test_a_rollback_that_copies_killed_at_any_step_leaves_the_old_state_or_the_new_one(
     tidy: Settings, inv: Inv, point: str
 ) -> None:
@@ -684,11 +686,49 @@ def test_a_rollback_that_copies_killed_at_any_step_leaves_the_old_state_or_the_n
     assert killed.returncode == -9, killed.stdout + killed.stderr
 
     done = _ok(inv("up-core"))
+    output = done.stdout + done.stderr
     if point == "rollback.copied":
-        assert _markers() == ["snapshot state"], done.stdout + done.stderr
+        assert _markers() == ["snapshot state"], output
+        assert "it was finished" in output
         _ok(inv("db.rollback", "undo"))
+    else:
+        assert "the database is as it was" in output
+        assert "finished" not in output
     assert _md5s(_app_url()) == live_state
     assert _partials(tidy) == set()
+
+
+def test_a_snapshot_still_running_is_not_taken_for_a_killed_one(tidy: Settings, inv: Inv) -> None:
+    """Commands run meanwhile (listing, status) leave the journal and the temporary copy of a
+    command that still holds the stack's lock alone; once the lock is free, the journal is a
+    crash's, and the next command puts it in order. Holding the lock here stands in for the
+    running command: a kill at copy.created leaves exactly what a snapshot has mid-way."""
+    from scripts.infra import crashpoints, lock
+
+    _marker("kept")
+    before = _md5s(_app_url())
+    journal = tidy.state_dir / "copy.journal"
+    killed = inv("db.snapshot", f"{PREFIX}running", env={crashpoints.VARIABLE: "copy.created"})
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    assert journal.exists()
+    partial = _partials(tidy)
+    assert len(partial) == 1
+    with lock.held(tidy.state_dir):  # as if that snapshot were still copying
+        listed = inv("db.snapshots", "--json")
+        assert listed.returncode == 0, listed.stderr
+        assert "interrupted" not in listed.stderr, listed.stderr
+        status = _ok(inv("status"))
+        assert "Another command is changing this stack" in status.stdout, status.stdout
+        assert "Half copies" not in status.stdout
+        assert journal.exists() and _partials(tidy) == partial  # untouched
+
+    after = inv("db.snapshots", "--json")
+    assert after.returncode == 0, after.stderr
+    assert "A copy of" in after.stderr and "was interrupted" in after.stderr, after.stderr
+    assert not journal.exists()
+    assert _partials(tidy) == set()
+    assert f"{PREFIX}running" not in _snapshots(inv)
+    assert _md5s(_app_url()) == before  # and the database takes connections again
 
 
 def test_a_spare_copy_makes_the_next_rollback_a_rename(tidy: Settings, inv: Inv) -> None:
