@@ -255,6 +255,7 @@ def _recover(conn: psycopg.Connection[Any], settings: Settings) -> list[str]:
     except (ValueError, TypeError):
         _clear_journal(settings)
         return ["A damaged copy journal was removed."]
+    _end_orphans(conn, journal.source, journal.partial, journal.live)
     present = swap.databases(conn)
     if journal.op == "copy":
         if journal.partial in present:
@@ -278,6 +279,26 @@ def _recover(conn: psycopg.Connection[Any], settings: Settings) -> list[str]:
             note = f"A rollback of {journal.live!r} was interrupted: the database is as it was."
     _clear_journal(settings)
     return [note]
+
+
+def _end_orphans(conn: psycopg.Connection[Any], *databases: str) -> None:
+    """End the statements a killed command left running on the server, and wait for them.
+
+    PostgreSQL notices a client is gone only when it next talks to it: a CREATE DATABASE
+    copying a gigabyte runs to its end after `kill -9` of the command, and would create the
+    copy after recovery removed it (or the live database while recovery renames the old one
+    back). Only statements on this journal's databases are ended; recovery runs only while no
+    command of this stack holds its lock, so none of them is still wanted."""
+    names = [d for d in databases if d]
+    rows = conn.execute(
+        "SELECT pid, query FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+        "AND state = 'active' AND backend_type = 'client backend'"
+    ).fetchall()
+    for pid, query in rows:
+        statement = str(query).lstrip().upper()
+        ours = statement.startswith(("CREATE DATABASE", "ALTER DATABASE", "DROP DATABASE"))
+        if ours and any(name in str(query) for name in names):
+            conn.execute("SELECT pg_terminate_backend(%s, 30000)", [pid])
 
 
 def tidy(conn: psycopg.Connection[Any], settings: Settings) -> list[str]:
