@@ -68,10 +68,26 @@ def timestamp() -> str:
 
 
 def write_failed(partial: Path, exc: OSError) -> StackError:
+    import errno
+
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free some disk space or set BACKUP_DIR to another disk"
+    elif exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        fix = "BACKUP_DIR must name a directory (or a path where one can be made): set it to one"
+    else:  # permissions, a read-only disk, an immutable directory
+        fix = "make it writable for this user, or set BACKUP_DIR to a directory that is"
     return StackError(
-        f"Could not write the backup in {display_path(partial.parent)} ({exc.strerror}): free "
-        "some disk space or set BACKUP_DIR to another disk. Nothing was kept."
+        f"Could not write the backup in {display_path(partial.parent)} "
+        f"({exc.strerror or exc}): {fix}. Nothing was kept."
     )
+
+
+def make_backup_dir(backup_dir: Path) -> None:
+    """BACKUP_DIR, made if missing; a path that cannot be one is a sentence, not a traceback."""
+    try:
+        backup_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_failed(backup_dir / "-", exc) from None
 
 
 def hash_directory(path: Path) -> tuple[str, int]:

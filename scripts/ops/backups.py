@@ -30,6 +30,7 @@ from scripts.ops.backup_files import (
     Manifest,
     hash_directory,
     hash_file,
+    make_backup_dir,
     manifest_path,
     remove_path,
     timestamp,
@@ -183,7 +184,7 @@ def _create(
 ) -> BackupResult:
     from concurrent.futures import ThreadPoolExecutor
 
-    settings.backup_dir.mkdir(parents=True, exist_ok=True)
+    make_backup_dir(settings.backup_dir)
     partial = final.with_name(PARTIAL_PREFIX + final.name)
     manifest_partial = manifest_path(partial)
     # The stack lock is held: a partial file now is one a killed backup left behind.

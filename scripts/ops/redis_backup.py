@@ -14,6 +14,7 @@ from scripts.infra import lock, wait
 from scripts.ops.backup_files import (
     PARTIAL_PREFIX,
     hash_file,
+    make_backup_dir,
     manifest_path,
     remove_path,
     timestamp,
@@ -78,7 +79,7 @@ def _redis_snapshot(settings: Settings, backend: Backend, timeout: float) -> Red
         )
     if state.get("rdb_last_bgsave_status") != "ok":
         raise StackError("Redis's BGSAVE failed: see `inv logs -s redis` (disk full?).")
-    settings.backup_dir.mkdir(parents=True, exist_ok=True)
+    make_backup_dir(settings.backup_dir)
     final = settings.backup_dir / f"redis-{timestamp()}.rdb"
     partial = final.with_name(PARTIAL_PREFIX + final.name)
     try:

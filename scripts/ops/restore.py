@@ -79,9 +79,7 @@ def restore(
         counts = _checked_copy(settings, checked, journal, replacing, force_other_database)
         saved = None
         if replacing and safety_backup:
-            saved = backups.dump(
-                settings, backend, name=f"before-restore-{backup_files.timestamp()}", numbered=True
-            ).path
+            saved = _safety_backup(settings, backend)
         with swap.admin(settings) as admin:
             if replacing:
                 swap.swap(admin, settings, journal)
@@ -106,6 +104,18 @@ def restore(
         _abandon(settings)
         raise
     return RestoreResult(journal.live, replacing, counts, time.monotonic() - began, saved)
+
+
+def _safety_backup(settings: Settings, backend: Backend) -> Path:
+    name = f"before-restore-{backup_files.timestamp()}"
+    try:
+        return backups.dump(settings, backend, name=name, numbered=True).path
+    except StackError as exc:
+        raise StackError(
+            f"The safety backup of the database being replaced failed: "
+            f"{exc.message.rstrip('.')}. The live database was not touched; fix that, or "
+            "restore without a safety backup (--no-backup)."
+        ) from None
 
 
 def _begin(

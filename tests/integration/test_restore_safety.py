@@ -111,6 +111,28 @@ def changed(
 
 
 @pytest.mark.destructive
+def test_a_backup_dir_that_cannot_be_one_is_a_sentence_and_nothing_changes(
+    stack: Settings,
+    inv: Inv,
+    changed: tuple[Path, dict[str, str], dict[str, str]],
+    tmp_path: Path,
+) -> None:
+    """BACKUP_DIR under a file (a typo): the backup and the restore's safety backup each
+    end in one sentence naming the fix (the restore: --no-backup too), the database as it
+    was; no traceback."""
+    backup, _, before_state = changed
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory\n")
+    bad = {"BACKUP_DIR": str(a_file / "backups")}
+
+    _refused(inv("db.backup", env=bad), "BACKUP_DIR must name a directory")
+    refusal = _refused(inv("db.restore", str(backup), "--yes", env=bad), "--no-backup")
+    assert "safety backup" in refusal
+    assert _live(stack) == before_state
+    assert not [d for d in _databases(stack) if "__restoring_" in d]
+
+
+@pytest.mark.destructive
 def test_two_restores_within_a_second_keep_both_safety_backups(
     stack: Settings,
     inv: Inv,
