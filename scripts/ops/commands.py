@@ -112,8 +112,28 @@ def reset(*, yes: bool, backup: bool, ask: Ask) -> tuple[Path | None, list[str]]
             f"Delete every PostgreSQL and Redis data of this stack ({backend.where()}){listed}?",
             "reset deletes all data: run `inv reset --yes` to confirm.",
         )
+    settings, was = _back_on_main(settings)
     saved, removed = stack.reset(settings, backend, safety_backup=backup)
-    return saved, [*removed, *inside, *snapshots.forget(settings)]
+    return saved, [*removed, *inside, *was, *snapshots.forget(settings)]
+
+
+def _back_on_main(settings: Settings) -> tuple[Settings, list[str]]:
+    """Before a reset deletes anything: main becomes the current branch again, so that the
+    safety backup holds main's database (the one `inv init` makes again, which the backup
+    can be restored into) and a reset killed half-way leaves an env file the stack can
+    start with."""
+    import dataclasses
+
+    from scripts.names import MAIN
+    from scripts.ops import branches
+
+    if settings.postgres_branch == MAIN:
+        return settings, []
+    branches.make_current(settings, MAIN)
+    on_main = dataclasses.replace(
+        settings, postgres_db=settings.postgres_base_db, postgres_branch=MAIN
+    )
+    return on_main, [f"branch {settings.postgres_branch!r} (POSTGRES_BRANCH is main again)"]
 
 
 # --- observing --------------------------------------------------------------------------------

@@ -387,23 +387,20 @@ def inventory(settings: Settings) -> list[str]:
         listed.append(f"snapshots {', '.join(s.name for s in found)} (not backups)")
     if others:
         listed.append(
-            f"branches {', '.join(b.name for b in others)} (the safety backup holds branch "
-            f"{settings.postgres_branch}'s database only)"
+            f"branches {', '.join(b.name for b in others)} (the safety backup holds main's "
+            "database only)"
         )
     return listed
 
 
 def forget(settings: Settings) -> list[str]:
-    """After `inv reset`: the copies of Redis and the git pairs go too, and the current branch
-    is main again (the others' databases are gone)."""
-    from scripts.ops import branches, gitfollow
+    """After `inv reset` (which made main the current branch before it deleted anything):
+    the copies of Redis and the git pairs go too."""
+    from scripts.ops import gitfollow
 
     gone = []
     for file in redis_copies.all_paths(settings):
         file.unlink(missing_ok=True)
         gone.append(f"Redis copy {file.name}")
     gitfollow.state_path(settings).unlink(missing_ok=True)
-    if settings.postgres_branch != names.MAIN:
-        branches.make_current(settings, names.MAIN)
-        gone.append(f"branch {settings.postgres_branch!r} (POSTGRES_BRANCH is main again)")
     return gone

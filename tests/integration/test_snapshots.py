@@ -752,3 +752,38 @@ def test_a_spare_copy_makes_the_next_rollback_a_rename(tidy: Settings, inv: Inv)
     assert spare in _databases(tidy)
     _ok(inv("db.snapshot", "--delete", f"{PREFIX}spared"))
     assert spare not in _databases(tidy)
+
+
+# --- reset on a branch ------------------------------------------------------------------------
+
+
+@pytest.mark.destructive
+def test_a_reset_on_a_branch_backs_up_main_and_leaves_main_current(
+    tidy: Settings, inv: Inv, tmp_path: Path
+) -> None:
+    """`inv reset` run on a branch: main is made current first, so the safety backup holds
+    main's database (which restores into the stack made again) and a reset killed while it
+    deletes (native: at reset.data.set-aside) leaves an env file the stack starts with."""
+    from scripts.infra import crashpoints
+
+    _marker("main's own")
+    main_state = _md5s(_app_url())
+    _ok(inv("db.branch", f"{PREFIX}doomed"))
+    _marker("the branch's")
+    assert _current().postgres_branch == f"{PREFIX}doomed"
+
+    backups = {"BACKUP_DIR": str(tmp_path / "backups")}
+    if tidy.backend == "native":
+        killed = inv(
+            "reset", "--yes", env={**backups, crashpoints.VARIABLE: "reset.data.set-aside"}
+        )
+        assert killed.returncode == -9, killed.stdout + killed.stderr
+    else:
+        _ok(inv("reset", "--yes", env=backups))
+    assert _current().postgres_branch == "main"
+
+    _ok(inv("up-core"))  # a new stack from the init scripts, on main
+    (saved,) = (tmp_path / "backups").glob("before-reset-*.dump")
+    _ok(inv("db.restore", str(saved), "--yes", "--no-backup", env=backups))
+    assert _md5s(_app_url()) == main_state
+    assert _markers() == ["main's own"]
