@@ -114,6 +114,22 @@ def _comment(conn: psycopg.Connection[Any], database: str) -> str | None:
     return None if row is None or row[0] is None else str(row[0])
 
 
+def _existing_owner(conn: psycopg.Connection[Any], settings: Settings, database: str) -> str:
+    """The owner of `database`, which must exist; for the current branch's database a
+    missing one is named with the way back."""
+    try:
+        return owner(conn, database)
+    except StackError:
+        pass
+    if database == settings.postgres_db and settings.postgres_branch != names.MAIN:
+        raise StackError(
+            f"POSTGRES_BRANCH={settings.postgres_branch} names no database ({database!r} does "
+            "not exist): `inv db.branch --list` shows the branches; `inv db.branch --switch "
+            "main` goes back to the stack's own. Nothing was changed."
+        )
+    raise StackError(f"Database {database!r} does not exist. Nothing was changed.")
+
+
 def set_comment(conn: psycopg.Connection[Any], database: str, comment: str) -> None:
     from psycopg import sql
 
@@ -132,12 +148,13 @@ def copy(
 ) -> tuple[str, int]:
     """Copy `source` to a new database under a temporary name; return that name and how many
     connections had to end. The caller renames it to what it is (a complete copy)."""
+    role = _existing_owner(conn, settings, source)  # before the journal: nothing to undo
     partial = temporary_name(settings)
     _write_journal(settings, Journal("copy", source, partial))
     ended = _closed(conn, source, announce, "copies")
     try:
         crashpoints.reached("copy.closed")
-        create(conn, partial, source, owner(conn, source))
+        create(conn, partial, source, role)
         crashpoints.reached("copy.created")
     finally:
         execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", source)
@@ -160,10 +177,10 @@ def rollback(
     (`consume`: a spare copy), it is renamed into place instead, which costs no copy.
     Returns how many connections had to end."""
     live = settings.postgres_db
+    app = _existing_owner(conn, settings, live)  # before the journal: nothing to undo
     aside = temporary_name(settings)
     journal = Journal("rollback", snapshot, aside, live, keep_as, keep_comment)
     _write_journal(settings, journal)
-    app = owner(conn, live)
     ended = _closed(conn, live, announce, "replaces")
     crashpoints.reached("rollback.closed")
     execute(conn, "ALTER DATABASE {} RENAME TO {}", live, aside)
@@ -263,10 +280,15 @@ def _recover(conn: psycopg.Connection[Any], settings: Settings) -> list[str]:
         if journal.source in present:
             execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", journal.source)
         note = f"A copy of {journal.source!r} was interrupted: the half copy was removed."
-    elif journal.live not in present:
+    elif journal.live not in present and journal.partial in present:
         execute(conn, "ALTER DATABASE {} RENAME TO {}", journal.partial, journal.live)
         execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", journal.live)
         note = f"A rollback of {journal.live!r} was interrupted: the database is as it was."
+    elif journal.live not in present:  # a journal of a database gone since (dropped by hand)
+        note = (
+            f"A rollback of {journal.live!r} was interrupted, and that database no longer "
+            "exists: there was nothing to put back."
+        )
     elif journal.partial in present:
         _keep(conn, journal)
         execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", journal.live)

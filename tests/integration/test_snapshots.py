@@ -787,3 +787,28 @@ def test_a_reset_on_a_branch_backs_up_main_and_leaves_main_current(
     _ok(inv("db.restore", str(saved), "--yes", "--no-backup", env=backups))
     assert _md5s(_app_url()) == main_state
     assert _markers() == ["main's own"]
+
+
+def test_a_branch_whose_database_was_dropped_is_named_and_wedges_nothing(
+    tidy: Settings, inv: Inv
+) -> None:
+    """The current branch's database dropped by hand: a rollback or a snapshot is one sentence
+    with the way back, leaves no journal behind, and every other command still works."""
+    _ok(inv("db.snapshot", f"{PREFIX}before"))
+    _ok(inv("db.branch", f"{PREFIX}gone"))
+    branch_db = _current().postgres_db
+    with _admin(tidy) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(branch_db)))
+
+    for command in (("db.rollback", f"{PREFIX}before"), ("db.snapshot", f"{PREFIX}after")):
+        refused = inv(*command)
+        output = refused.stdout + refused.stderr
+        assert refused.returncode == 1, output
+        assert "Traceback" not in output, output
+        assert f"POSTGRES_BRANCH={PREFIX}gone names no database" in output, output
+        assert "--switch main" in output
+        assert not (tidy.state_dir / "copy.journal").exists()
+    _ok(inv("status"))
+    _ok(inv("db.branch", "--switch", "main"))
+    _ok(inv("health"))
+    assert f"{PREFIX}after" not in _snapshots(inv)
