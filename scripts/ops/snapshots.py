@@ -161,11 +161,18 @@ def find(settings: Settings, name: str) -> Snapshot:
     from scripts.console import closest
 
     found = list_snapshots(settings)
-    if name == "--latest":
-        own = [s for s in found if s.name not in RESERVED]
-        if not own:
-            raise StackError("There is no snapshot yet: take one with `inv db.snapshot`.")
-        return own[-1]
+    if name == "--latest":  # the current branch's: another branch's data never by accident
+        taken = [s for s in found if s.name not in RESERVED]
+        own = [s for s in taken if s.branch == settings.postgres_branch]
+        if own:
+            return own[-1]
+        if taken:
+            raise StackError(
+                f"There is no snapshot of branch {settings.postgres_branch!r} yet (the others "
+                "are of other branches; `inv db.snapshots` lists them, and a rollback to one "
+                "by its name is yours to choose): take one with `inv db.snapshot`."
+            )
+        raise StackError("There is no snapshot yet: take one with `inv db.snapshot`.")
     by_name = {s.name: s for s in found}
     if name in by_name:
         return by_name[name]
@@ -225,7 +232,20 @@ def delete(settings: Settings, name: str) -> Snapshot:
 def rollback(settings: Settings, name: str, *, with_redis: bool, announce: Announce) -> RolledBack:
     """The live database becomes snapshot `name`'s state; the state it had is kept as the
     snapshot "undo" (replacing the previous one), so a rollback can be rolled back."""
-    return _rollback(settings, find(settings, name), with_redis=with_redis, announce=announce)
+    snapshot = find(settings, name)
+    branch = settings.postgres_branch
+    if snapshot.name == UNDO and snapshot.branch not in (branch, "?"):
+        raise StackError(
+            f"The snapshot undo holds branch {snapshot.branch!r} as it was before its last "
+            f"rollback, not {branch!r}: switch to it (`inv db.branch --switch "
+            f"{snapshot.branch}`) to undo that rollback. Nothing was changed."
+        )
+    if snapshot.branch not in (branch, "?"):
+        announce(
+            f"Snapshot {snapshot.name!r} was taken of branch {snapshot.branch!r}: branch "
+            f"{branch!r} becomes that state (its own is kept as the snapshot undo)."
+        )
+    return _rollback(settings, snapshot, with_redis=with_redis, announce=announce)
 
 
 def _rollback(

@@ -812,3 +812,30 @@ def test_a_branch_whose_database_was_dropped_is_named_and_wedges_nothing(
     _ok(inv("db.branch", "--switch", "main"))
     _ok(inv("health"))
     assert f"{PREFIX}after" not in _snapshots(inv)
+
+
+def test_latest_and_undo_never_bring_another_branch_s_data(tidy: Settings, inv: Inv) -> None:
+    """--latest is the current branch's newest snapshot; the undo of a rollback made on
+    another branch is refused with the switch that undoes it; a snapshot of another branch
+    named outright is used, and the rollback says whose it was."""
+    _marker("main")
+    _ok(inv("db.snapshot", f"{PREFIX}of-main"))
+    _ok(inv("db.branch", f"{PREFIX}b2"))
+    _marker("b2")
+    _ok(inv("db.snapshot", f"{PREFIX}of-b2"))  # the newest snapshot of all
+    _ok(inv("db.rollback", f"{PREFIX}of-b2"))  # on b2: the undo holds b2's state
+    _ok(inv("db.branch", "--switch", "main"))
+    main_state = _md5s(_app_url())
+
+    refused = inv("db.rollback", "undo")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert f"`inv db.branch --switch {PREFIX}b2`" in refused.stderr, refused.stderr
+    assert _md5s(_app_url()) == main_state
+
+    latest = _ok(inv("db.rollback", "--latest"))
+    assert f"{PREFIX}of-main" in latest.stdout, latest.stdout
+    assert _markers() == ["main"]
+
+    other = _ok(inv("db.rollback", f"{PREFIX}of-b2"))
+    assert f"was taken of branch '{PREFIX}b2'" in other.stdout + other.stderr
+    assert _markers() == ["b2", "main"]
