@@ -249,8 +249,16 @@ def rollback(settings: Settings, name: str, *, with_redis: bool, announce: Annou
 
 
 def _rollback(
-    settings: Settings, snapshot: Snapshot, *, with_redis: bool, announce: Announce
+    settings: Settings,
+    snapshot: Snapshot,
+    *,
+    with_redis: bool,
+    announce: Announce,
+    keep_redis: bool | None = None,
 ) -> RolledBack:
+    """`with_redis`: Redis's data too, from the snapshot. `keep_redis` (default: the same):
+    the undo keeps Redis's data as it is now (db.reset --with-redis empties Redis without
+    a copy in init, and its undo must still bring the keys back)."""
     import time
 
     from scripts.ops import stack
@@ -264,11 +272,12 @@ def _rollback(
     with stack.locked(settings), swap.admin(settings) as conn:
         copies.tidy(conn, settings)
         data = redis_copies.load(settings, snapshot.name) if with_redis else None
-        if with_redis:  # "undo" holds Redis's data as it is now, too
+        keep = with_redis if keep_redis is None else keep_redis
+        if keep:  # "undo" holds Redis's data as it is now, too
             redis_copies.take(settings, UNDO)
         else:
             redis_copies.path(settings, UNDO).unlink(missing_ok=True)
-        undo_comment = _comment(settings, redis=with_redis)
+        undo_comment = _comment(settings, redis=keep)
         base = settings.postgres_base_db
         spare = names.spare_database(base, snapshot.name)
         ready = (
@@ -310,7 +319,7 @@ def reset(settings: Settings, *, with_redis: bool, announce: Announce) -> Rolled
         announce("This stack has no post-init snapshot yet: building it from the init scripts.")
         build_init(settings)
         init = find(settings, INIT)
-    result = _rollback(settings, init, with_redis=False, announce=announce)
+    result = _rollback(settings, init, with_redis=False, announce=announce, keep_redis=with_redis)
     if with_redis:
         file = redis_copies.path(settings, INIT)
         redis_copies.put_back(settings, redis_copies.load(settings, INIT) if file.exists() else [])

@@ -355,6 +355,8 @@ def test_db_reset_leaves_redis_alone_unless_asked(tidy: Settings, inv: Inv) -> N
         assert client.get("snap:key") == b"kept"
         _ok(inv("db.reset", "--with-redis"))
         assert client.get("snap:key") is None
+        _ok(inv("db.rollback", "undo", "--with-redis"))  # the reset's undo has Redis too
+        assert client.get("snap:key") == b"kept"
         _ok(inv("db.rollback", f"{PREFIX}before-redis-test"))
     finally:
         client.delete("snap:key")
