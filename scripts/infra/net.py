@@ -82,8 +82,9 @@ def _name(pid: int | None) -> str:
         return ""
 
 
-def ensure_free(settings: Settings, services: Sequence[str]) -> None:
-    """Refuse, before anything starts, when a port of `services` is taken by someone else."""
+def ensure_free(settings: Settings, services: Sequence[str], *, nothing: str = "started") -> None:
+    """Refuse, before anything starts (or changes: `nothing`), when a port of `services` is
+    taken by someone else."""
     from scripts.settings import PORT_KEY_OF
 
     taken = []
@@ -97,4 +98,4 @@ def ensure_free(settings: Settings, services: Sequence[str]) -> None:
                 f"{display_path(settings.env_file)} to a free port"
             )
     if taken:
-        raise StackError("Nothing was started: " + "; ".join(taken) + ".")
+        raise StackError(f"Nothing was {nothing}: " + "; ".join(taken) + ".")

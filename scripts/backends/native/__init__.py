@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scripts.backends.base import SERVICES, ServiceState
+from scripts.backends.base import CORE, SERVICES, ServiceState
 from scripts.backends.native.layout import RELOCATED_ROOT, Layout, disk_usage
 from scripts.backends.native.postgres import INIT_SCRIPTS, Postgres
 from scripts.backends.native.redis import REDIS_CONF, Redis
@@ -246,7 +246,13 @@ class NativeBackend:
         return []
 
     def check_owner(self) -> None:
-        return None
+        """A core port that answers while this checkout's server is stopped is someone else's
+        (another checkout with a copied .env, say): the tasks would act on its data. Refuse
+        before a changing task does; free when this checkout's servers run (no port look)."""
+        from scripts.infra import net
+
+        if stopped := [s for s in CORE if self._pid(s) is None]:
+            net.ensure_free(self.settings, stopped, nothing="changed")
 
     # --- clients ----------------------------------------------------------------------------
 

@@ -270,3 +270,32 @@ def test_the_urls_work_with_the_stock_command_line_clients(running: Settings) ->
         check=False,
     )
     assert cli.stdout.strip() == "PONG", cli.stdout + cli.stderr
+
+
+def test_a_port_answering_for_another_stack_is_refused_before_any_change(
+    running: Settings, inv: Inv
+) -> None:
+    """A second checkout with a copied .env: this checkout's servers are stopped and another
+    program answers on POSTGRES_PORT (here a listening socket stands in for the other
+    checkout's PostgreSQL). Changing tasks refuse in one sentence instead of acting on that
+    server's data; this checkout's own data is untouched and starts again afterwards."""
+    stopped = inv("down")
+    assert stopped.returncode == 0, stopped.stderr
+    port = running.postgres_port
+    try:
+        with socket.socket() as other:
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            other.bind((running.bind_address, port))
+            other.listen()
+            for command in (("db.snapshot", "elsewhere"), ("db.reset",), ("reset", "--yes")):
+                refused = inv(*command)
+                output = refused.stdout + refused.stderr
+                assert refused.returncode == 1, (command, output)
+                assert "Traceback" not in output, output
+                assert f"Nothing was changed: port {port} (postgres)" in refused.stderr, output
+                assert "which is not part of this stack" in refused.stderr
+    finally:
+        started = inv("up-core")
+    assert started.returncode == 0, started.stdout + started.stderr
+    listed = inv("db.snapshots", "--json")
+    assert listed.returncode == 0 and '"elsewhere"' not in listed.stdout, listed.stdout
