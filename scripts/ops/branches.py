@@ -89,9 +89,15 @@ def switch(settings: Settings, name: str) -> Switched:
     """Make `name` the current branch: POSTGRES_BRANCH and DATABASE_URL in the env file."""
     branch = find(settings, name)
     if branch is None:
+        back = (
+            " (POSTGRES_BRANCH names it: `inv db.branch --switch main` goes back to the "
+            "stack's own first)"
+            if name == settings.postgres_branch
+            else ""
+        )
         raise StackError(
-            f"There is no branch {name!r}: create it with `inv db.branch {name}` "
-            "(`inv db.branch --list` shows the branches)."
+            f"There is no branch {name!r}: `inv db.branch --list` shows the branches; "
+            f"`inv db.branch {name}` creates it from the current one{back}."
         )
     url = make_current(settings, name)
     return Switched(dataclasses.replace(branch, current=True), None, 0, url)

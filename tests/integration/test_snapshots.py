@@ -451,6 +451,17 @@ def test_a_branch_set_by_hand_in_the_env_file_is_named_with_the_fix(
         output = _fails(inv("db.migrate"))
         assert f"POSTGRES_BRANCH={PREFIX}nowhere names no database" in output
         assert "`inv db.branch --switch main`" in output
+
+        # A typo with DATABASE_URL left as it was: the advice leads out, never round in a
+        # circle (--switch to the typo names the way back to main, which works).
+        envfile.update(env_file, {"POSTGRES_BRANCH": f"{PREFIX}typo"})
+        output = _fails(inv("db.migrate"))
+        assert f"`inv db.branch --switch {PREFIX}typo`" in output
+        output = _fails(inv("db.branch", "--switch", f"{PREFIX}typo"))
+        assert f"There is no branch '{PREFIX}typo'" in output
+        assert "`inv db.branch --switch main`" in output
+        _ok(inv("db.branch", "--switch", "main"))
+        _ok(inv("db.migrate"))
     finally:
         env_file.write_text(original)
 
