@@ -42,6 +42,7 @@ class Journal:
     live: str = ""  # rollback only: the live database's name
     keep_as: str = ""  # rollback only: what the old live database becomes once done
     keep_comment: str = ""
+    redis: bool = False  # rollback only: Redis's data goes back too (ops.redis_copies.PENDING)
 
 
 def journal_path(settings: Settings) -> Path:
@@ -171,15 +172,18 @@ def rollback(
     announce: Announce,
     *,
     consume: bool = False,
+    redis: bool = False,
 ) -> int:
     """Make the live database a copy of `snapshot`; the old one becomes `keep_as` (replacing
     it) with `keep_comment`. When `snapshot` is `keep_as` itself (an undo), or may be used up
-    (`consume`: a spare copy), it is renamed into place instead, which costs no copy.
+    (`consume`: a spare copy), it is renamed into place instead, which costs no copy. With
+    `redis`, Redis's data is put back from ops.redis_copies.PENDING once the database is in
+    place and before the journal goes, so a killed rollback is finished with Redis too.
     Returns how many connections had to end."""
     live = settings.postgres_db
     app = _existing_owner(conn, settings, live)  # before the journal: nothing to undo
     aside = temporary_name(settings)
-    journal = Journal("rollback", snapshot, aside, live, keep_as, keep_comment)
+    journal = Journal("rollback", snapshot, aside, live, keep_as, keep_comment, redis)
     _write_journal(settings, journal)
     ended = _closed(conn, live, announce, "replaces")
     crashpoints.reached("rollback.closed")
@@ -191,6 +195,7 @@ def rollback(
         execute(conn, "ALTER DATABASE {} OWNER TO {}", live, app)  # as a copy would have it
         execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", live)
         _keep(conn, journal)
+        _redis_back(settings, journal)
         _clear_journal(settings)
         return ended
     try:
@@ -202,8 +207,20 @@ def rollback(
         raise
     crashpoints.reached("rollback.copied")
     _keep(conn, journal)
+    _redis_back(settings, journal)
     _clear_journal(settings)
     return ended
+
+
+def _redis_back(settings: Settings, journal: Journal) -> None:
+    """A rollback --with-redis: Redis's data as the snapshot holds it (the pending copy),
+    once the database is the snapshot's; the pending copy goes with the journal."""
+    from scripts.ops import redis_copies
+
+    pending = redis_copies.path(settings, redis_copies.PENDING)
+    if journal.redis and pending.exists():
+        redis_copies.put_back(settings, redis_copies.load(settings, redis_copies.PENDING))
+    pending.unlink(missing_ok=True)
 
 
 def _keep(conn: psycopg.Connection[Any], journal: Journal) -> None:
@@ -292,15 +309,25 @@ def _recover(conn: psycopg.Connection[Any], settings: Settings) -> list[str]:
     elif journal.partial in present:
         _keep(conn, journal)
         execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", journal.live)
+        _redis_back(settings, journal)
         note = f"A rollback of {journal.live!r} was interrupted after its copy: it was finished."
     else:
         execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", journal.live)
         if _comment(conn, journal.keep_as) == journal.keep_comment:  # killed after _keep
+            _redis_back(settings, journal)
             note = f"A rollback of {journal.live!r} was interrupted at its end: it was finished."
         else:  # killed before the live database was set aside: nothing else changed
             note = f"A rollback of {journal.live!r} was interrupted: the database is as it was."
+    if journal.op == "rollback":
+        _drop_pending_redis(settings)  # an undone rollback's; a finished one used it above
     _clear_journal(settings)
     return [note]
+
+
+def _drop_pending_redis(settings: Settings) -> None:
+    from scripts.ops import redis_copies
+
+    redis_copies.path(settings, redis_copies.PENDING).unlink(missing_ok=True)
 
 
 def _end_orphans(conn: psycopg.Connection[Any], *databases: str) -> None:

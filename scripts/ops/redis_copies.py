@@ -42,6 +42,11 @@ def directory(settings: Settings) -> Path:
     return settings.state_dir / "snapshots"
 
 
+# What a rollback --with-redis puts back, copied aside before it starts (the snapshot's own
+# copy may be "undo", which the rollback replaces): recovery of a killed one reads it.
+PENDING = ".rollback-pending"
+
+
 def path(settings: Settings, name: str) -> Path:
     return directory(settings) / f"{name}.redis.json"
 
@@ -65,6 +70,15 @@ def _client(settings: Settings, db: int = 0) -> redis.Redis:
 
 def _failed(exc: Exception) -> StackError:
     return StackError(f"Redis did not answer ({exc}): start it with `inv up-core`.")
+
+
+def set_pending(settings: Settings, name: str) -> None:
+    """Snapshot `name`'s copy as the one a rollback puts back (PENDING), read first: a
+    damaged copy fails here, before the database changes."""
+    from scripts.files import write_atomic
+
+    load(settings, name)
+    write_atomic(path(settings, PENDING), path(settings, name).read_text())
 
 
 def take(settings: Settings, name: str) -> int:

@@ -271,7 +271,8 @@ def _rollback(
     began = time.monotonic()
     with stack.locked(settings), swap.admin(settings) as conn:
         copies.tidy(conn, settings)
-        data = redis_copies.load(settings, snapshot.name) if with_redis else None
+        if with_redis:  # what a killed rollback's recovery puts back (copies._redis_back)
+            redis_copies.set_pending(settings, snapshot.name)
         keep = with_redis if keep_redis is None else keep_redis
         if keep:  # "undo" holds Redis's data as it is now, too
             redis_copies.take(settings, UNDO)
@@ -293,9 +294,8 @@ def _rollback(
             undo_comment,
             announce,
             consume=ready,
+            redis=with_redis,
         )
-        if data is not None:
-            redis_copies.put_back(settings, data)
     if snapshot.name != UNDO:
         spares.start(settings, snapshot.name)  # for the next rollback to it
     seconds = time.monotonic() - began

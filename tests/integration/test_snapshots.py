@@ -852,3 +852,39 @@ def test_latest_and_undo_never_bring_another_branch_s_data(tidy: Settings, inv: 
     other = _ok(inv("db.rollback", f"{PREFIX}of-b2"))
     assert f"was taken of branch '{PREFIX}b2'" in other.stdout + other.stderr
     assert _markers() == ["b2", "main"]
+
+
+@pytest.mark.parametrize("point", ["rollback.set-aside", "rollback.copied"])
+def test_a_rollback_with_redis_killed_leaves_both_old_or_both_new(
+    tidy: Settings, inv: Inv, point: str
+) -> None:
+    """Killed after its copy, a rollback --with-redis is finished with Redis too; killed
+    before, neither the database nor Redis changes."""
+    import redis
+
+    from scripts.infra import crashpoints
+
+    client = redis.Redis.from_url(tidy.redis_url.reveal())
+    try:
+        _marker("snapshot state")
+        client.set("snap:pair", "snapshot value")
+        _ok(inv("db.snapshot", f"{PREFIX}pair", "--with-redis"))
+        _marker("live state")
+        client.set("snap:pair", "live value")
+        killed = inv(
+            "db.rollback", f"{PREFIX}pair", "--with-redis", env={crashpoints.VARIABLE: point}
+        )
+        assert killed.returncode == -9, killed.stdout + killed.stderr
+
+        _ok(inv("up-core"))
+        if point == "rollback.copied":
+            assert _markers() == ["snapshot state"]
+            assert client.get("snap:pair") == b"snapshot value"
+        else:
+            assert _markers() == ["live state", "snapshot state"]
+            assert client.get("snap:pair") == b"live value"
+        pending = list((tidy.state_dir).rglob(".rollback-pending*"))
+        assert pending == [], pending
+    finally:
+        client.delete("snap:pair")
+        client.close()
