@@ -17,14 +17,24 @@ from pathlib import Path
 from scripts.console import say
 
 
+def _open(state_dir: Path) -> int:
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return os.open(state_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+
+
+def _taken(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def held(state_dir: Path) -> Iterator[None]:
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(state_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fd = _open(state_dir)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _taken(fd):
             say("info", "Another command is changing this stack; waiting for it…")
             fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -35,15 +45,9 @@ def held(state_dir: Path) -> Iterator[None]:
 @contextlib.contextmanager
 def attempt(state_dir: Path) -> Iterator[bool]:
     """The lock if nobody holds it (True, held until the block ends), else False at once."""
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(state_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fd = _open(state_dir)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
+        yield _taken(fd)
     finally:
         os.close(fd)
 
