@@ -74,6 +74,8 @@ def current(settings: Settings) -> Forwarding | None:
         return None
     if procs.command_name(found.pid) != "ssh" or procs.started_at(found.pid) != found.started:
         return None
+    if not procs.alive(found.pid):  # killed, not yet reaped: a zombie carries no port
+        return None
     return found
 
 
