@@ -67,7 +67,7 @@ def timestamp() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
 
 
-def write_failed(partial: Path, exc: OSError) -> StackError:
+def write_failed(folder: Path, exc: OSError) -> StackError:
     import errno
 
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -77,7 +77,7 @@ def write_failed(partial: Path, exc: OSError) -> StackError:
     else:  # permissions, a read-only disk, an immutable directory
         fix = "make it writable for this user, or set BACKUP_DIR to a directory that is"
     return StackError(
-        f"Could not write the backup in {display_path(partial.parent)} "
+        f"Could not write the backup in {display_path(folder)} "
         f"({exc.strerror or exc}): {fix}. Nothing was kept."
     )
 
@@ -87,7 +87,7 @@ def make_backup_dir(backup_dir: Path) -> None:
     try:
         backup_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise write_failed(backup_dir / "-", exc) from None
+        raise write_failed(backup_dir, exc) from None
 
 
 def hash_directory(path: Path) -> tuple[str, int]:

@@ -230,12 +230,12 @@ def _create(
         remove_path(partial)
         remove_path(manifest_partial)
         if "No space left on device" in exc.detail:
-            raise write_failed(partial, OSError(28, "No space left on device")) from None
+            raise write_failed(partial.parent, OSError(28, "No space left on device")) from None
         raise
     except OSError as exc:
         remove_path(partial)
         remove_path(manifest_partial)
-        raise write_failed(partial, exc) from None
+        raise write_failed(partial.parent, exc) from None
     except BaseException:
         remove_path(partial)
         remove_path(manifest_partial)
@@ -271,12 +271,12 @@ def _dump_stream(backend: Backend, args: list[str], partial: Path) -> tuple[str,
                 out.write(chunk)
             except OSError as exc:
                 proc.kill()
-                raise write_failed(partial, exc) from None
+                raise write_failed(partial.parent, exc) from None
         try:
             out.flush()
             os.fsync(out.fileno())
         except OSError as exc:
-            raise write_failed(partial, exc) from None
+            raise write_failed(partial.parent, exc) from None
     return digest.hexdigest(), size
 
 

@@ -103,14 +103,19 @@ def switch(settings: Settings, name: str) -> Switched:
     return Switched(dataclasses.replace(branch, current=True), None, 0, url)
 
 
+def on_branch(settings: Settings, name: str) -> Settings:
+    """`settings` as they are with `name` the current branch (the env file unchanged)."""
+    database = names.branch_database(settings.postgres_base_db, name)
+    return dataclasses.replace(settings, postgres_db=database, postgres_branch=name)
+
+
 def make_current(settings: Settings, name: str) -> str:
     """Write POSTGRES_BRANCH and the DATABASE_URL that follows it into the env file; return
     the URL, masked."""
     from scripts.urls import derive_url, mask_url
 
     _check_not_overridden(settings)
-    database = names.branch_database(settings.postgres_base_db, name)
-    moved = dataclasses.replace(settings, postgres_db=database, postgres_branch=name)
+    moved = on_branch(settings, name)
     url = derive_url(moved, "DATABASE_URL", settings.database_url.reveal())
     envfile.update(settings.env_file, {"POSTGRES_BRANCH": name, "DATABASE_URL": url})
     return mask_url(url)

@@ -122,18 +122,14 @@ def _back_on_main(settings: Settings) -> tuple[Settings, list[str]]:
     safety backup holds main's database (the one `inv init` makes again, which the backup
     can be restored into) and a reset killed half-way leaves an env file the stack can
     start with."""
-    import dataclasses
-
     from scripts.names import MAIN
     from scripts.ops import branches
 
     if settings.postgres_branch == MAIN:
         return settings, []
     branches.make_current(settings, MAIN)
-    on_main = dataclasses.replace(
-        settings, postgres_db=settings.postgres_base_db, postgres_branch=MAIN
-    )
-    return on_main, [f"branch {settings.postgres_branch!r} (POSTGRES_BRANCH is main again)"]
+    was = f"branch {settings.postgres_branch!r} (POSTGRES_BRANCH is main again)"
+    return branches.on_branch(settings, MAIN), [was]
 
 
 # --- observing --------------------------------------------------------------------------------

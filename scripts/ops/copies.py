@@ -107,7 +107,8 @@ def owner(conn: psycopg.Connection[Any], database: str) -> str:
     return str(row[0])
 
 
-def _comment(conn: psycopg.Connection[Any], database: str) -> str | None:
+def comment(conn: psycopg.Connection[Any], database: str) -> str | None:
+    """The comment on `database` (None when it has none, or does not exist)."""
     row = conn.execute(
         "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
         [database],
@@ -220,7 +221,7 @@ def _redis_back(settings: Settings, journal: Journal) -> None:
     pending = redis_copies.path(settings, redis_copies.PENDING)
     if journal.redis and pending.exists():
         redis_copies.put_back(settings, redis_copies.load(settings, redis_copies.PENDING))
-    pending.unlink(missing_ok=True)
+    _drop_pending_redis(settings)
 
 
 def _keep(conn: psycopg.Connection[Any], journal: Journal) -> None:
@@ -313,7 +314,7 @@ def _recover(conn: psycopg.Connection[Any], settings: Settings) -> list[str]:
         note = f"A rollback of {journal.live!r} was interrupted after its copy: it was finished."
     else:
         execute(conn, "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", journal.live)
-        if _comment(conn, journal.keep_as) == journal.keep_comment:  # killed after _keep
+        if comment(conn, journal.keep_as) == journal.keep_comment:  # killed after _keep
             _redis_back(settings, journal)
             note = f"A rollback of {journal.live!r} was interrupted at its end: it was finished."
         else:  # killed before the live database was set aside: nothing else changed

@@ -91,7 +91,7 @@ def _redis_snapshot(settings: Settings, backend: Backend, timeout: float) -> Red
         fsync_dir(final.parent)
     except OSError as exc:
         remove_path(partial)
-        raise write_failed(partial, exc) from None
+        raise write_failed(partial.parent, exc) from None
     except BaseException:
         remove_path(partial)
         raise

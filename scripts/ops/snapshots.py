@@ -136,11 +136,7 @@ def _comment(settings: Settings, *, redis: bool) -> str:
 
 
 def _comment_of(conn: psycopg.Connection[Any], database: str) -> dict[str, Any]:
-    row = conn.execute(
-        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
-        [database],
-    ).fetchone()
-    return _meta(row[0] if row else None)
+    return _meta(copies.comment(conn, database))
 
 
 def generation(conn: psycopg.Connection[Any], database: str) -> str | None:
